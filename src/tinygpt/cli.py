@@ -1,0 +1,268 @@
+"""The `tinygpt` command. The only module that writes to stdout; every user error ends here as
+one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tinygpt.config import (
+    RunConfig,
+    all_fields,
+    apply_overrides,
+    config_from_dict,
+    load_toml_overrides,
+    section_classes,
+)
+from tinygpt.errors import ConfigError, TinyGPTError
+from tinygpt.presets import DEFAULT_PRESET, PRESETS, describe_preset, get_preset
+
+log = logging.getLogger("tinygpt")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes as TinyGPTError: one line, exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        _configure_logging()
+        return args.handler(args)
+    except TinyGPTError as err:
+        print(f"tinygpt: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinygpt: interrupted", file=sys.stderr)
+        return 130
+    except OSError as err:  # disk full, permission denied: not a bug, still one line
+        print(f"tinygpt: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tinygpt", description="Train, sample and inspect small GPT models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    presets = commands.add_parser("presets", help="list the named configurations")
+    presets.set_defaults(handler=run_presets)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model (or resume a run)",
+        description="Train a model. Any config field can be set with --FIELD VALUE "
+        "(or --SECTION.FIELD VALUE); precedence: defaults < --preset < --config < flags.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument("--preset", help=f"starting configuration (default {DEFAULT_PRESET})")
+    train.add_argument("--config", type=Path, help="a TOML file of fields, by section")
+    train.add_argument("--out", type=Path, help="the new run directory")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run")
+    train.add_argument(
+        "--data",
+        dest="data.source",
+        default=argparse.SUPPRESS,
+        metavar="PATH_OR_URL",
+        help="text to train on (default: TinyShakespeare)",
+    )
+    _add_field_flags(train)
+    train.set_defaults(handler=run_train)
+
+    sample = commands.add_parser("sample", help="generate text from a trained run")
+    sample.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    sample.add_argument("--prompt", help="text to continue (default: the run's sample.prompt)")
+    sample.add_argument("--max-new-tokens", type=int, dest="max_new_tokens")
+    sample.add_argument("--temperature", type=float, help="0 for greedy decoding")
+    sample.add_argument("--top-k", type=int, dest="top_k", help="0 for no top-k filter")
+    sample.add_argument("--top-p", type=float, dest="top_p", help="1.0 for no nucleus filter")
+    sample.add_argument("--seed", type=int, dest="sample_seed")
+    sample.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
+    sample.add_argument("--device", default="auto")
+    sample.set_defaults(handler=run_sample)
+
+    plot = commands.add_parser("plot", help="draw a run's loss curves to a PNG")
+    plot.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    plot.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/loss.png)")
+    plot.set_defaults(handler=run_plot)
+    return parser
+
+
+def _add_field_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, `--n_layer` and `--model.n_layer` alike; values stay text
+    here and are parsed by the field's type in `apply_overrides`."""
+    help_texts = _field_comments()
+    for section, cls in section_classes().items():
+        group = parser.add_argument_group(f"{section} fields ({cls.__doc__})")
+        defaults = cls()
+        for name, (field_section, annotation, _) in all_fields().items():
+            if field_section != section:
+                continue
+            flags = [f"--{name}", f"--{section}.{name}"]
+            if "_" in name:
+                flags.append(f"--{name.replace('_', '-')}")
+            group.add_argument(
+                *flags,
+                dest=f"{section}.{name}",
+                default=argparse.SUPPRESS,
+                metavar=_type_name(annotation),
+                help=f"{help_texts.get(name, '')} (default: {getattr(defaults, name)!r})",
+            )
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    literal = re.findall(r"'([^']*)'", str(annotation))
+    return "{" + ",".join(literal) + "}" if literal else text.upper()
+
+
+def _field_comments() -> dict[str, str]:
+    """The trailing `# comment` of each field in config.py: the help text, written once."""
+    comments: dict[str, str] = {}
+    for cls in section_classes().values():
+        for line in inspect.getsource(cls).splitlines():
+            match = re.match(r"\s+(\w+):[^#]*#\s*(.+)$", line)
+            if match:
+                comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
+def _field_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if "." in key}
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    width = max(map(len, PRESETS))
+    for name in PRESETS:
+        print(f"{name:<{width}}  {describe_preset(name)}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from tinygpt.train.loop import resume_run, start_run  # torch import only when needed
+
+    overrides = _field_overrides(args)
+    if args.resume:
+        if args.preset or args.config or args.out:
+            raise ConfigError("--resume continues a run as it was; drop --preset/--config/--out")
+        trainer = resume_run(args.resume, overrides)
+    else:
+        if args.out is None:
+            raise ConfigError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
+        config = resolve_train_config(args.preset, args.config, overrides)
+        trainer = start_run(config, args.out)
+    _describe_trainer(trainer)
+    result = trainer.fit()
+    if result.stop_reason == "interrupted":
+        print(
+            f"stopped at step {result.step}; resume with: tinygpt train --resume {result.run_dir}"
+        )
+        return 130
+    print(
+        f"finished at step {result.step} ({result.stop_reason}); best val loss "
+        f"{result.best_val_loss:.4f}; sample with: tinygpt sample {result.run_dir}"
+    )
+    return 0
+
+
+def resolve_train_config(
+    preset: str | None, config_file: Path | None, overrides: dict[str, Any]
+) -> RunConfig:
+    config = get_preset(preset or DEFAULT_PRESET)
+    if config_file is not None:
+        config = apply_overrides(config, load_toml_overrides(config_file))
+    return apply_overrides(config, overrides)
+
+
+def _describe_trainer(trainer: Any) -> None:
+    model_config, runtime = trainer.config.model, trainer.runtime
+    log.info(
+        "%s: %.2fM parameters, %d layers x %d, vocab %d, %.1f MFLOP/token, %s %s, peak %.0f "
+        "GFLOP/s",
+        trainer.run_dir,
+        trainer.model.num_params() / 1e6,
+        model_config.n_layer,
+        model_config.n_embd,
+        model_config.vocab_size,
+        trainer.flops_per_token / 1e6,
+        runtime.device,
+        str(runtime.dtype).removeprefix("torch."),
+        trainer.peak_flops / 1e9,
+    )
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from tinygpt.generate.decode import generate_tokens
+    from tinygpt.model.gpt import GPT
+    from tinygpt.runtime import resolve_device
+    from tinygpt.tokenizers.base import load_tokenizer
+    from tinygpt.train.checkpoint import load_checkpoint, load_weights_into, read_run_config_dict
+
+    config = config_from_dict(read_run_config_dict(args.run_dir))
+    chosen = {
+        k: v
+        for k in ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "sample_seed")
+        if (v := getattr(args, k)) is not None
+    }
+    sample = dataclasses.replace(config.sample, **chosen)
+    tokenizer = load_tokenizer(args.run_dir / "tokenizer.json")
+    if not sample.prompt:
+        raise ConfigError("--prompt is empty; give at least one character to continue")
+    prompt_ids = torch.tensor(tokenizer.encode(sample.prompt), dtype=torch.long)
+    checkpoint = load_checkpoint(args.run_dir, args.checkpoint, with_train_state=False)
+    model = GPT(config.model)
+    load_weights_into(model, checkpoint.model_state)
+    model.to(resolve_device(args.device))
+    sys.stdout.write(sample.prompt)
+    for token in generate_tokens(
+        model,
+        prompt_ids,
+        sample.max_new_tokens,
+        sample.temperature,
+        sample.top_k,
+        sample.top_p,
+        sample.sample_seed,
+    ):
+        sys.stdout.write(tokenizer.decode([token]))
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from tinygpt.eval.loss_curve import plot_loss_curve
+    from tinygpt.train.checkpoint import read_run_info
+    from tinygpt.train.loop import read_metrics
+
+    read_run_info(args.run_dir)
+    out = args.out or args.run_dir / "loss.png"
+    plot_loss_curve(read_metrics(args.run_dir), out, title=str(args.run_dir))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""The typed configuration tree of a run, and how text (flags, TOML, JSON) becomes it.
+
+Precedence, lowest first: dataclass defaults < ``--preset NAME`` < ``--config run.toml`` < flags.
+Every value is parsed by its field's type; no user text is ever evaluated as code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tinygpt.errors import ConfigError
+
+SECTIONS = ("model", "data", "train", "sample")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape and regularisation of the decoder-only GPT."""
+
+    vocab_size: int = 0  # 0: taken from the tokenizer when the data is prepared
+    block_size: int = 256  # context length in tokens
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    ffn_hidden: int = 0  # 0: 4 * n_embd (the GPT-2 ratio)
+    dropout: float = 0.2
+    bias: bool = True  # biases in Linear and LayerNorm layers
+    tie_weights: bool = True  # share the token embedding with the output head
+    init: Literal["gpt2", "xavier"] = "gpt2"
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "block_size", "n_layer", "n_head", "n_embd")
+        _check_non_negative(self, "vocab_size", "ffn_hidden")
+        _check_fraction(self, "dropout")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                "pick n_head so that n_embd / n_head is a whole number"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def ffn_width(self) -> int:
+        return self.ffn_hidden or 4 * self.n_embd
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from and how it becomes tokens."""
+
+    source: str = "tinyshakespeare"  # built-in corpus name, a text file, or an http(s) URL
+    tokenizer: Literal["char"] = "char"
+    unknown_chars: Literal["error", "unk"] = "error"  # characters outside the vocabulary
+    val_fraction: float = 0.1  # the last 10% of the text is the validation split
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ConfigError("data source is empty; give --data PATH_OR_URL or a corpus name")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction} must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, precision, evaluation and bookkeeping (nanoGPT's names)."""
+
+    seed: int = 1337
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    compile: bool = False  # torch.compile the model
+    threads: int = 0  # CPU threads for torch; 0: leave torch's default
+    batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    max_iters: int = 5000
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 0  # 0: decay over max_iters
+    lr_schedule: Literal["cosine", "cosine_restarts", "constant"] = "cosine"
+    restart_iters: int = 0  # cosine_restarts: length of the first cycle (0: lr_decay_iters)
+    restart_mult: int = 1  # cosine_restarts: each cycle is this many times longer
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0: no clipping
+    label_smoothing: float = 0.0
+    eval_interval: int = 250  # evaluate and save a checkpoint every this many steps
+    eval_iters: int = 200  # batches per split in each evaluation
+    log_interval: int = 10
+    patience: int = 0  # stop after this many evaluations without a better val loss; 0: never
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            self,
+            "batch_size",
+            "gradient_accumulation_steps",
+            "max_iters",
+            "learning_rate",
+            "eval_interval",
+            "eval_iters",
+            "log_interval",
+            "restart_mult",
+        )
+        _check_non_negative(
+            self,
+            "threads",
+            "min_lr",
+            "warmup_iters",
+            "lr_decay_iters",
+            "restart_iters",
+            "weight_decay",
+            "grad_clip",
+            "patience",
+        )
+        _check_fraction(self, "beta1", "beta2", "label_smoothing")
+        if self.min_lr > self.learning_rate:
+            raise ConfigError(
+                f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "
+                "min_lr is the floor the schedule decays to"
+            )
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Defaults for `tinygpt sample` and the sample printed after training."""
+
+    prompt: str = "\n"
+    max_new_tokens: int = 500
+    temperature: float = 0.8  # 0: greedy
+    top_k: int = 200  # 0: no top-k filter
+    top_p: float = 1.0  # 1.0: no nucleus filter
+    sample_seed: int = 1337
+
+    def __post_init__(self) -> None:
+        _check_non_negative(self, "max_new_tokens", "temperature", "top_k")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p={self.top_p} must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    preset: str = ""  # the preset this run started from, for the record
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _check_positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise ConfigError(f"{name}={value} must be greater than 0")
+
+
+def _check_non_negative(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value < 0:
+            raise ConfigError(f"{name}={value} must not be negative")
+
+
+def _check_fraction(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{name}={value} must be in [0, 1)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Typed parsing of user text
+
+
+def section_classes() -> dict[str, type]:
+    return {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "sample": SampleConfig}
+
+
+def field_types(section_cls: type) -> dict[str, Any]:
+    """Resolved annotations of a config dataclass (the module uses postponed annotations)."""
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def all_fields() -> dict[str, tuple[str, Any, Any]]:
+    """Map every field name to (section, type, default). Field names are unique across sections."""
+    found: dict[str, tuple[str, Any, Any]] = {}
+    for section, cls in section_classes().items():
+        defaults = cls()  # type: ignore[call-arg]
+        for name, annotation in field_types(cls).items():
+            assert name not in found, f"config field {name} is defined twice"
+            found[name] = (section, annotation, getattr(defaults, name))
+    return found
+
+
+def parse_value(name: str, annotation: Any, raw: Any) -> Any:
+    """Convert `raw` (text from a flag, or a TOML/JSON value) to the field's type."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if raw not in choices:
+            raise ConfigError(f"{name}={raw!r} is not one of {', '.join(map(str, choices))}")
+        return raw
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if raw is None or (isinstance(raw, str) and raw.lower() == "none"):
+            return None
+        return parse_value(name, options[0], raw)
+    if annotation is bool:
+        return _parse_bool(name, raw)
+    if annotation is int:
+        return _parse_int(name, raw)
+    if annotation is float:
+        return _parse_float(name, raw)
+    if annotation is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{name}={raw!r} must be text")
+        return raw
+    raise TypeError(f"unsupported config type {annotation!r} for {name}")
+
+
+def _parse_bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _parse_int(name: str, raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(f"{name}={raw!r} must be a whole number")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    try:
+        return int(str(raw).replace("_", ""))
+    except ValueError:
+        pass
+    try:  # allow 1e4 and 5000.0 for whole numbers
+        value = float(str(raw))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} must be a whole number") from None
+    if not value.is_integer():
+        raise ConfigError(f"{name}={raw!r} must be a whole number")
+    return int(value)
+
+
+def _parse_float(name: str, raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(f"{name}={raw!r} must be a number")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={raw!r} must be a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
+    return value
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return `config` with fields replaced. Keys are `field` or `section.field`."""
+    known = all_fields()
+    changes: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for key, raw in overrides.items():
+        section, name = _locate_field(key, known)
+        changes[section][name] = parse_value(name, known[name][1], raw)
+    sections = {
+        section: dataclasses.replace(getattr(config, section), **changes[section])
+        for section in SECTIONS
+        if changes[section]
+    }
+    return dataclasses.replace(config, **sections)
+
+
+def _locate_field(key: str, known: dict[str, tuple[str, Any, Any]]) -> tuple[str, str]:
+    section, _, name = key.rpartition(".")
+    name = name.replace("-", "_")
+    if name not in known or (section and known[name][0] != section):
+        raise ConfigError(f"unknown config field {key!r}; `tinygpt train --help` lists every field")
+    return known[name][0], name
+
+
+def flatten_toml(document: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Turn `{train: {lr: 1}}` or `{"train.lr": 1}` into `{"train.lr": 1}`."""
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            if key not in SECTIONS:
+                raise ConfigError(f"{origin}: unknown section [{key}]; use {', '.join(SECTIONS)}")
+            for name, inner in value.items():
+                flat[f"{key}.{name}"] = inner
+        else:
+            flat[key] = value
+    return flat
+
+
+def load_toml_overrides(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    return flatten_toml(document, str(path))
+
+
+def config_from_dict(document: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig saved by `RunConfig.to_json` (a run's config.json)."""
+    overrides = flatten_toml({k: v for k, v in document.items() if k in SECTIONS}, "config.json")
+    config = apply_overrides(RunConfig(), overrides)
+    return dataclasses.replace(config, preset=str(document.get("preset", "")))

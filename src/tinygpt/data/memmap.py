@@ -1,0 +1,72 @@
+"""Random (x, y) batches from token files mapped into memory, as in nanoGPT's `get_batch`.
+
+The sampler owns its RNG so that a checkpoint can save and restore exactly where the data stream
+was, independently of dropout or any other use of torch's global RNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tinygpt.errors import DataError
+
+TOKEN_DTYPES = ("uint16", "uint32")
+
+
+def open_tokens(path: Path, dtype: str) -> np.memmap:
+    """Map a `train.bin`/`val.bin` read-only; pages load on demand, so corpus size is no limit."""
+    if dtype not in TOKEN_DTYPES:
+        raise DataError(f"token dtype {dtype!r} is not one of {', '.join(TOKEN_DTYPES)}")
+    try:
+        return np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
+    except FileNotFoundError:
+        raise DataError(f"token file {path} does not exist; prepare the data again") from None
+    except (OSError, ValueError) as err:  # ValueError: numpy cannot map an empty file
+        raise DataError(
+            f"could not open token file {path} ({err}); prepare the data again"
+        ) from None
+
+
+class BatchSampler:
+    """Draws `batch_size` windows of `block_size + 1` tokens at uniformly random offsets."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int) -> None:
+        if len(tokens) <= block_size:
+            raise DataError(
+                f"the split has {len(tokens)} tokens but block_size is {block_size}; "
+                "use a smaller --block_size or more text"
+            )
+        self.tokens = tokens
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self._window = np.arange(block_size + 1)
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        """(x, y), both int64 of shape (batch_size, block_size), with y[:, t] == x[:, t + 1]."""
+        # the highest offset is len - block_size - 1, so the last target is the last token
+        high = len(self.tokens) - self.block_size
+        offsets = torch.randint(high, (self.batch_size,), generator=self.generator).numpy()
+        windows = np.asarray(self.tokens[offsets[:, None] + self._window])  # (B, T + 1)
+        windows = torch.from_numpy(windows.astype(np.int64))
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+
+    def get_state(self) -> Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: Tensor) -> None:
+        self.generator.set_state(state)
+
+
+def fixed_eval_batches(
+    tokens: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The same `n_batches` batches for the same seed: evaluations compare, and training's RNG
+    is never advanced by evaluating."""
+    sampler = BatchSampler(tokens, block_size, batch_size, seed)  # raises now, not on first next
+    return (sampler.next_batch() for _ in range(n_batches))

@@ -1,0 +1,115 @@
+"""Where and how computation runs: device, precision, autocast, seeds, threads, the matmul peak."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tinygpt.config import TrainConfig
+from tinygpt.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype  # the autocast dtype; parameters and optimizer state stay fp32
+
+    @property
+    def device_type(self) -> str:
+        return self.device.type
+
+    @property
+    def uses_autocast(self) -> bool:
+        return self.dtype != torch.float32
+
+    @property
+    def uses_grad_scaler(self) -> bool:
+        """fp16 has too few exponent bits for small gradients; bf16 does not need scaling."""
+        return self.dtype == torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        if not self.uses_autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name!r} but MPS is not available here; use --device cpu")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto`: bf16 on GPUs that support it, fp32 elsewhere (CPU bf16 is a choice, see README)."""
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    dtype = DTYPES[name]
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ConfigError("dtype=float16 needs a CUDA device; use --dtype bfloat16 on CPU")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("this GPU has no bfloat16; use --dtype float16")
+    return dtype
+
+
+def setup_runtime(config: TrainConfig) -> Runtime:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Runtime(device=device, dtype=resolve_dtype(config.dtype, device))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@functools.cache
+def measure_matmul_peak(device_type: str, dtype: torch.dtype) -> float:
+    """Best FLOP/s of a square matmul on this machine, now: the denominator of MFU.
+
+    Measured rather than looked up, because a CPU's peak depends on its vector units and on how
+    many cores we really get, and a shared machine's neighbours change it.
+    """
+    size = 1024 if device_type == "cpu" else 8192
+    a = torch.randn(size, size, device=device_type).to(dtype)
+    b = torch.randn(size, size, device=device_type).to(dtype)
+    torch.mm(a, b)  # warm-up: thread pool start, kernel selection
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device_type)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+def synchronize(device_type: str) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure the work and not its launch."""
+    if device_type == "cuda":
+        torch.cuda.synchronize()

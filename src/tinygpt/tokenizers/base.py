@@ -1,0 +1,110 @@
+"""The tokenizer interface, and tokenizers as JSON files beside prepared data and checkpoints.
+
+A tokenizer is saved as plain JSON (never pickled) so that a checkpoint can be inspected, shared
+and loaded without running code from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinygpt.config import DataConfig
+from tinygpt.errors import CheckpointError, ConfigError
+
+
+class Tokenizer(ABC):
+    """Maps text to token ids and back."""
+
+    kind: str = ""  # stored in tokenizer.json so that load_tokenizer knows which class to build
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids, so every id is in range(vocab_size); the model's embedding size."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Encode to int64 ids. Subclasses vectorise this: it encodes whole corpora."""
+        return np.asarray(self.encode(text), dtype=np.int64)
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description, including "kind", that `from_dict` turns back into self."""
+
+    @classmethod
+    @abstractmethod
+    def from_dict(cls, document: dict[str, Any]) -> Tokenizer:
+        """Rebuild from `to_dict`; raise ValueError, KeyError or TypeError if it is malformed."""
+
+    def save(self, path: Path) -> None:
+        """Write JSON atomically, so a kill mid-write never leaves a truncated tokenizer.json."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
+        path = Path(path)
+        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+
+def tokenizer_classes() -> dict[str, type[Tokenizer]]:
+    """Every tokenizer kind; imported here, not at module level, because they import this module."""
+    from tinygpt.tokenizers.char import CharTokenizer
+
+    return {CharTokenizer.kind: CharTokenizer}
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """Read a tokenizer.json written by `Tokenizer.save`."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"tokenizer file {path} does not exist; prepare the data or train again to create it"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(
+            f"tokenizer file {path} is not readable JSON ({err}); prepare the data again"
+        ) from None
+    kind = document.get("kind") if isinstance(document, dict) else None
+    classes = tokenizer_classes()
+    if kind not in classes:
+        raise CheckpointError(
+            f"tokenizer file {path} has unknown kind {kind!r} (known: {', '.join(classes)}); "
+            "it was written by another tool or a newer tinygpt"
+        )
+    try:
+        return classes[kind].from_dict(document)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"tokenizer file {path} is malformed ({err}); prepare the data again"
+        ) from None
+
+
+def build_tokenizer(config: DataConfig, text: str) -> Tokenizer:
+    """Train the tokenizer that `config` asks for on `text`."""
+    from tinygpt.tokenizers.char import CharTokenizer
+
+    if config.tokenizer == "char":
+        return CharTokenizer.train(text, unknown_chars=config.unknown_chars)
+    raise ConfigError(f"tokenizer={config.tokenizer!r} is not one of char")

@@ -1,0 +1,431 @@
+"""The training loop: steps, evaluation, early stopping, checkpoints, exact resume.
+
+Exact resume: everything random draws from RNGs whose state is in the checkpoint (torch's global
+generator for dropout, the batch sampler's own generator) and evaluation uses fixed batches from
+a separate generator, so evaluating or saving never shifts the training stream. A run stopped at
+step k and resumed reaches step n with bitwise the same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from tinygpt.config import RunConfig, apply_overrides, config_from_dict
+from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_tokens
+from tinygpt.data.prepare import PreparedData, prepare_dataset
+from tinygpt.errors import CheckpointError
+from tinygpt.model.gpt import GPT
+from tinygpt.model.loss import language_model_loss
+from tinygpt.runtime import Runtime, measure_matmul_peak, seed_everything, setup_runtime
+from tinygpt.tokenizers.base import load_tokenizer
+from tinygpt.train.checkpoint import (
+    create_run_dir,
+    load_checkpoint,
+    load_weights_into,
+    read_run_config_dict,
+    read_run_info,
+    save_checkpoint,
+    write_text_atomic,
+)
+from tinygpt.train.optim import build_optimizer, set_learning_rate
+from tinygpt.train.schedule import learning_rate_at
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """The counters of a run that a checkpoint must carry besides weights and RNGs."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    best_val_loss: float = math.inf
+    evals_since_best: int = 0
+    train_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    step: int
+    best_val_loss: float
+    stop_reason: str  # "completed", "early_stopping", "interrupted", "stop_at"
+
+
+class Trainer:
+    """Owns the model, optimizer and data of one run. Build it with `start_run`/`resume_run`."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, prepared: PreparedData) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.runtime: Runtime = setup_runtime(config.train)
+        seed_everything(config.train.seed)
+        self.model = GPT(config.model).to(self.runtime.device)
+        self.forward = torch.compile(self.model) if config.train.compile else self.model
+        self.optimizer = build_optimizer(self.model, config.train, self.runtime.device_type)
+        self.scaler = torch.amp.GradScaler(
+            self.runtime.device_type, enabled=self.runtime.uses_grad_scaler
+        )
+        self.train_tokens = open_tokens(prepared.train_path, prepared.dtype)
+        self.val_tokens = open_tokens(prepared.val_path, prepared.dtype)
+        block, batch = config.model.block_size, config.train.batch_size
+        self.sampler = BatchSampler(self.train_tokens, block, batch, seed=config.train.seed)
+        self.progress = Progress()
+        self.tokens_per_step = batch * block * config.train.gradient_accumulation_steps
+        self.flops_per_token = self.model.flops_per_token(block)
+        self.peak_flops = measure_matmul_peak(self.runtime.device_type, self.runtime.dtype)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def train_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "progress": dataclasses.asdict(self.progress),
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "sampler": self.sampler.get_state(),
+        }
+        if self.runtime.device_type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.runtime.device)
+        return state
+
+    def load_train_state(self, state: dict[str, Any]) -> None:
+        self.progress = Progress(**state["progress"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["grad_scaler"])
+        torch.set_rng_state(state["rng_torch"])
+        self.sampler.set_state(state["sampler"])
+        if "rng_cuda" in state and self.runtime.device_type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.runtime.device)
+
+    def save(self, is_best: bool = False) -> Path:
+        extra = {"val_loss": _finite_or_none(self.progress.best_val_loss)}
+        return save_checkpoint(
+            self.run_dir, self.progress.step, self.model, self.train_state(), extra, is_best
+        )
+
+    # -- one optimisation step ----------------------------------------------------------------
+
+    def train_step(self) -> Tensor:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches; returns the mean
+        loss as a tensor (not `.item()`, which would wait for the GPU every step)."""
+        cfg = self.config.train
+        self.model.train()
+        set_learning_rate(self.optimizer, learning_rate_at(self.progress.step, cfg))
+        total = torch.zeros((), device=self.runtime.device)
+        for _ in range(cfg.gradient_accumulation_steps):
+            x, y = self._to_device(*self.sampler.next_batch())
+            with self.runtime.autocast():
+                logits = self.forward(x)
+                loss = language_model_loss(logits, y, cfg.label_smoothing)
+            loss = loss / cfg.gradient_accumulation_steps
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        self.progress.tokens_seen += self.tokens_per_step
+        return total
+
+    def _to_device(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.runtime.device_type == "cuda":  # pinned memory lets the copy overlap compute
+            return (
+                x.pin_memory().to(self.runtime.device, non_blocking=True),
+                y.pin_memory().to(self.runtime.device, non_blocking=True),
+            )
+        return x.to(self.runtime.device), y.to(self.runtime.device)
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean cross-entropy (no label smoothing) on the same fixed batches of each split at
+        every evaluation, so successive values differ only because the model changed."""
+        cfg = self.config.train
+        self.model.eval()
+        losses = {}
+        for split, tokens in (("train", self.train_tokens), ("val", self.val_tokens)):
+            batches = fixed_eval_batches(
+                tokens, self.config.model.block_size, cfg.batch_size, cfg.eval_iters, cfg.seed + 1
+            )
+            total = torch.zeros((), device=self.runtime.device)
+            for x, y in batches:
+                x, y = self._to_device(x, y)
+                with self.runtime.autocast():
+                    total += language_model_loss(self.forward(x), y)
+            losses[split] = total.item() / cfg.eval_iters
+        return losses
+
+    def mfu(self, tokens_per_second: float) -> float:
+        return self.flops_per_token * tokens_per_second / self.peak_flops
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train until max_iters, early stopping, Ctrl-C/SIGTERM (checkpoint saved), or
+        `stop_at` steps (used by tests to simulate an interruption)."""
+        cfg = self.config.train
+        metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        if self.progress.step == 0:
+            self._evaluate_and_save(metrics)
+        window = _Window(time.perf_counter(), self.progress.step)
+        reason = "completed"
+        bar = tqdm(
+            total=cfg.max_iters,
+            initial=self.progress.step,
+            desc="train",
+            unit="step",
+            disable=not sys.stderr.isatty(),
+            dynamic_ncols=True,
+            leave=False,
+        )
+        with bar, stop_requests() as stop:
+            while self.progress.step < cfg.max_iters:
+                if stop.requested:
+                    reason = "interrupted"
+                    break
+                if stop_at is not None and self.progress.step >= stop_at:
+                    reason = "stop_at"
+                    break
+                step_start = time.perf_counter()
+                loss = self.train_step()
+                self.progress.train_seconds += time.perf_counter() - step_start
+                bar.update(1)
+                step = self.progress.step
+                if step % cfg.log_interval == 0 or step == cfg.max_iters:
+                    self._log_train(metrics, window, loss.item(), bar)
+                    window = _Window(time.perf_counter(), step)
+                if step % cfg.eval_interval == 0 or step == cfg.max_iters:
+                    if self._evaluate_and_save(metrics):
+                        reason = "early_stopping"
+                        break
+                    window = _Window(time.perf_counter(), step)
+        if reason in ("interrupted", "stop_at"):
+            self.save()
+            log.info(
+                "stopped at step %d; checkpoint saved in %s",
+                self.progress.step,
+                self.run_dir / "checkpoints" / "last",
+            )
+        return TrainResult(self.run_dir, self.progress.step, self.progress.best_val_loss, reason)
+
+    def _log_train(self, metrics: MetricsLog, window: _Window, loss: float, bar: tqdm) -> None:
+        elapsed = time.perf_counter() - window.start
+        tokens_per_second = (self.progress.step - window.step) * self.tokens_per_step / elapsed
+        record = {
+            "kind": "train",
+            "step": self.progress.step,
+            "loss": loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "tokens_per_second": tokens_per_second,
+            "mfu": self.mfu(tokens_per_second),
+            "ms_per_step": 1000 * elapsed / max(1, self.progress.step - window.step),
+        }
+        metrics.append(record)
+        bar.set_postfix_str(
+            f"loss {loss:.4f} | {tokens_per_second / 1000:.1f}k tok/s | MFU {record['mfu']:.0%}"
+        )
+        if bar.disable:
+            log.info(
+                "step %d | loss %.4f | lr %.1e | %.1fk tok/s | MFU %.0f%%",
+                self.progress.step,
+                loss,
+                record["lr"],
+                tokens_per_second / 1000,
+                100 * record["mfu"],
+            )
+
+    def _evaluate_and_save(self, metrics: MetricsLog) -> bool:
+        """Evaluate, checkpoint, and return True when early stopping says to stop."""
+        losses = self.evaluate()
+        progress = self.progress
+        is_best = losses["val"] < progress.best_val_loss
+        if is_best:
+            progress.best_val_loss = losses["val"]
+            progress.evals_since_best = 0
+        else:
+            progress.evals_since_best += 1
+        self.save(is_best=is_best)
+        metrics.append(
+            {
+                "kind": "eval",
+                "step": progress.step,
+                "train_loss": losses["train"],
+                "val_loss": losses["val"],
+                "val_ppl": math.exp(min(losses["val"], 50.0)),
+                "tokens_seen": progress.tokens_seen,
+                "train_seconds": progress.train_seconds,
+            }
+        )
+        log.info(
+            "step %d | train %.4f | val %.4f | ppl %.2f%s",
+            progress.step,
+            losses["train"],
+            losses["val"],
+            math.exp(min(losses["val"], 50.0)),
+            " | best" if is_best else "",
+        )
+        patience = self.config.train.patience
+        if patience and progress.evals_since_best >= patience:
+            log.info("early stopping: val loss has not improved for %d evaluations", patience)
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Start of a throughput measurement window (evaluation time is excluded)."""
+
+    start: float
+    step: int
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object a line, appended and flushed as training goes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Forget lines written after the checkpoint a resumed run restarts from."""
+        if not self.path.exists():
+            return
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[_StopFlag]:
+    """Turn the first Ctrl-C (or SIGTERM) into a request to stop at the next step boundary, so
+    the checkpoint never captures a half-applied optimizer step; a second Ctrl-C interrupts at
+    once."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        if flag.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.requested = True
+        log.info("stopping after this step; Ctrl-C again to abort without saving")
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class _StopFlag:
+    requested: bool = False
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Starting and resuming runs
+
+
+def start_run(config: RunConfig, run_dir: Path) -> Trainer:
+    """Prepare the data, fix the vocabulary size, create the run directory, build the trainer."""
+    prepared = prepare_dataset(config.data)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, vocab_size=prepared.vocab_size)
+    )
+    tokenizer_json = prepared.tokenizer_path.read_text(encoding="utf-8")
+    create_run_dir(run_dir, config.to_json(), tokenizer_json, _data_info(prepared))
+    return Trainer(config, run_dir, prepared)
+
+
+def resume_run(run_dir: Path, overrides: dict[str, Any] | None = None) -> Trainer:
+    """Rebuild the trainer of `run_dir` at its last checkpoint. Training fields may change
+    (e.g. a larger max_iters); the model shape and the data may not."""
+    info = read_run_info(run_dir)
+    saved = config_from_dict(read_run_config_dict(run_dir))
+    config = apply_overrides(saved, overrides or {})
+    if config.model != saved.model:
+        raise CheckpointError(
+            f"cannot resume {run_dir} with a different model shape "
+            f"({_describe_changes(saved.model, config.model)}); start a new run with --out"
+        )
+    if config.data != saved.data:
+        raise CheckpointError(f"cannot resume {run_dir} with different data settings")
+    prepared = prepare_dataset(config.data)
+    if prepared.source_sha256 != info.get("source_sha256"):
+        raise CheckpointError(
+            f"the data source {config.data.source} changed since {run_dir} started "
+            "(its sha256 differs); resume with the original text or start a new run"
+        )
+    if (
+        load_tokenizer(run_dir / "tokenizer.json").to_dict()
+        != load_tokenizer(prepared.tokenizer_path).to_dict()
+    ):
+        raise CheckpointError(f"the tokenizer of {run_dir} differs from the prepared data's")
+    checkpoint = load_checkpoint(run_dir, "last")
+    if config != saved:
+        write_text_atomic(run_dir / "config.json", config.to_json())
+    trainer = Trainer(config, run_dir, prepared)
+    load_weights_into(trainer.model, checkpoint.model_state)
+    assert checkpoint.train_state is not None
+    trainer.load_train_state(checkpoint.train_state)
+    MetricsLog(run_dir / "metrics.jsonl").truncate_after(trainer.progress.step)
+    log.info("resumed %s at step %d", run_dir, trainer.progress.step)
+    return trainer
+
+
+def _data_info(prepared: PreparedData) -> dict[str, Any]:
+    return {
+        "source_sha256": prepared.source_sha256,
+        "train_tokens": prepared.train_tokens,
+        "val_tokens": prepared.val_tokens,
+        "token_dtype": prepared.dtype,
+    }
+
+
+def _describe_changes(before: object, after: object) -> str:
+    changes = [
+        f"{f.name} {getattr(before, f.name)} -> {getattr(after, f.name)}"
+        for f in dataclasses.fields(before)  # type: ignore[arg-type]
+        if getattr(before, f.name) != getattr(after, f.name)
+    ]
+    return ", ".join(changes)

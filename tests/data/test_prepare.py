@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinygpt.data.prepare as prepare
+from tinygpt.config import DataConfig
+from tinygpt.data.memmap import open_tokens
+from tinygpt.data.prepare import load_prepared, prepare_dataset
+from tinygpt.errors import DataError
+from tinygpt.tokenizers.base import load_tokenizer
+
+TEXT = "hello world, this is a small corpus.\n" * 30  # 1110 characters
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TINYGPT_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def test_split_is_contiguous_ninety_ten_in_uint16(corpus: Path, cache_dir: Path):
+    prepared = prepare_dataset(DataConfig(source=str(corpus)))
+    assert prepared.directory.parent == cache_dir / "prepared"
+    assert prepared.dtype == "uint16"
+    assert prepared.train_tokens == int(len(TEXT) * 0.9) == 999
+    assert prepared.val_tokens == len(TEXT) - 999
+    tokenizer = load_tokenizer(prepared.tokenizer_path)
+    assert tokenizer.vocab_size == prepared.vocab_size == len(set(TEXT))
+    train = open_tokens(prepared.train_path, prepared.dtype)
+    val = open_tokens(prepared.val_path, prepared.dtype)
+    assert tokenizer.decode(train) + tokenizer.decode(val) == TEXT
+    assert prepared.train_path.stat().st_size == 2 * prepared.train_tokens
+
+
+def test_meta_json_records_how_the_data_was_made(corpus: Path, cache_dir: Path):
+    prepared = prepare_dataset(DataConfig(source=str(corpus), unknown_chars="unk"))
+    meta = json.loads((prepared.directory / "meta.json").read_text(encoding="utf-8"))
+    assert meta["format_version"] == prepare.FORMAT_VERSION
+    assert meta["origin"] == str(corpus)
+    assert meta["tokenizer"] == "char"
+    assert meta["unknown_chars"] == "unk"
+    assert meta["val_fraction"] == 0.1
+    assert meta["vocab_size"] == len(set(TEXT)) + 1
+    assert load_prepared(prepared.directory) == prepared
+
+
+def test_second_call_reuses_the_files_without_tokenizing(
+    corpus: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    first = prepare_dataset(DataConfig(source=str(corpus)))
+
+    def fail(*args: object) -> None:
+        raise AssertionError("the data was tokenized again")
+
+    monkeypatch.setattr(prepare, "build_tokenizer", fail)
+    assert prepare_dataset(DataConfig(source=str(corpus))) == first
+
+
+def test_a_changed_source_is_prepared_again(corpus: Path, cache_dir: Path):
+    first = prepare_dataset(DataConfig(source=str(corpus)))
+    corpus.write_text(TEXT + "more text!\n", encoding="utf-8")
+    second = prepare_dataset(DataConfig(source=str(corpus)))
+    assert second.directory != first.directory
+    assert second.source_sha256 != first.source_sha256
+    assert second.train_tokens + second.val_tokens == len(TEXT) + 11
+
+
+def test_a_different_val_fraction_is_prepared_separately(corpus: Path, cache_dir: Path):
+    first = prepare_dataset(DataConfig(source=str(corpus)))
+    second = prepare_dataset(DataConfig(source=str(corpus), val_fraction=0.2))
+    assert second.directory != first.directory
+    assert second.val_tokens == len(TEXT) - int(len(TEXT) * 0.8)
+
+
+def test_an_interrupted_write_leaves_no_complete_looking_directory(
+    corpus: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def interrupted(path: Path, meta: dict) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "_write_meta", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(DataConfig(source=str(corpus)))
+    assert list((cache_dir / "prepared").iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("TINYGPT_CACHE_DIR", str(cache_dir))
+    prepared = prepare_dataset(DataConfig(source=str(corpus)))
+    assert prepared.train_tokens == 999
+
+
+def test_a_damaged_directory_is_replaced(corpus: Path, cache_dir: Path):
+    first = prepare_dataset(DataConfig(source=str(corpus)))
+    first.train_path.write_bytes(b"\x00\x00")  # truncated: sizes no longer match meta.json
+    second = prepare_dataset(DataConfig(source=str(corpus)))
+    assert second == first
+    assert first.train_path.stat().st_size == 2 * first.train_tokens
+
+
+def test_too_little_text_for_two_splits_raises(tmp_path: Path, cache_dir: Path):
+    path = tmp_path / "tiny.txt"
+    path.write_text("abcdefghi", encoding="utf-8")  # 8 train, 1 val
+    with pytest.raises(DataError, match="each split needs at least 2"):
+        prepare_dataset(DataConfig(source=str(path)))
+
+
+def test_load_prepared_without_meta_raises(tmp_path: Path):
+    with pytest.raises(DataError, match=r"meta\.json does not exist"):
+        load_prepared(tmp_path)
+
+
+def test_large_vocabularies_use_uint32(tmp_path: Path, cache_dir: Path):
+    text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 70_000) if not 0xD800 <= c < 0xE000)
+    path = tmp_path / "wide.txt"
+    path.write_text(text, encoding="utf-8")
+    prepared = prepare_dataset(DataConfig(source=str(path)))
+    assert prepared.dtype == "uint32"
+    tokens = np.concatenate(
+        [open_tokens(p, "uint32") for p in (prepared.train_path, prepared.val_path)]
+    )
+    assert tokens.tolist() == list(range(len(text)))
+
+
+def test_tinyshakespeare_matches_nanogpt_split(cache_dir: Path):
+    prepared = prepare_dataset(DataConfig())
+    assert prepared.vocab_size == 65
+    assert (prepared.train_tokens, prepared.val_tokens) == (1_003_854, 111_540)
