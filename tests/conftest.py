@@ -16,3 +16,31 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prepared data and downloads go to a throwaway cache, never the user's ~/.cache."""
+    import os
+
+    cache = tmp_path_factory.mktemp("tinygpt-cache")
+    os.environ["TINYGPT_CACHE_DIR"] = str(cache)
+    return cache
+
+
+@pytest.fixture
+def tiny_config():
+    """2 layers, n_embd 32: big enough to have every part of the model, fast enough for a test."""
+    from tinygpt.config import ModelConfig
+
+    return ModelConfig(vocab_size=37, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def small_text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 40,000 characters of the built-in TinyShakespeare: real text, quick to train on."""
+    from tinygpt.data.sources import read_source
+
+    path = tmp_path_factory.mktemp("text") / "shakespeare_head.txt"
+    path.write_text(read_source("tinyshakespeare").text[:40_000], encoding="utf-8")
+    return path

@@ -68,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model (or resume a run)",
         description="Train a model. Any config field can be set with --FIELD VALUE "
         "(or --SECTION.FIELD VALUE); precedence: defaults < --preset < --config < flags.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument("--preset", help=f"starting configuration (default {DEFAULT_PRESET})")
     train.add_argument("--config", type=Path, help="a TOML file of fields, by section")
@@ -121,7 +120,9 @@ def _add_field_flags(parser: argparse.ArgumentParser) -> None:
                 dest=f"{section}.{name}",
                 default=argparse.SUPPRESS,
                 metavar=_type_name(annotation),
-                help=f"{help_texts.get(name, '')} (default: {getattr(defaults, name)!r})",
+                help=f"{help_texts.get(name, '')} (default: {getattr(defaults, name)!r})".replace(
+                    "%", "%%"
+                ),
             )
 
 

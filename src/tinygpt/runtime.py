@@ -97,8 +97,9 @@ def measure_matmul_peak(device_type: str, dtype: torch.dtype) -> float:
     many cores we really get, and a shared machine's neighbours change it.
     """
     size = 1024 if device_type == "cpu" else 8192
-    a = torch.randn(size, size, device=device_type).to(dtype)
-    b = torch.randn(size, size, device=device_type).to(dtype)
+    generator = torch.Generator(device=device_type).manual_seed(0)  # never the global RNG
+    a = torch.randn(size, size, device=device_type, generator=generator).to(dtype)
+    b = torch.randn(size, size, device=device_type, generator=generator).to(dtype)
     torch.mm(a, b)  # warm-up: thread pool start, kernel selection
     best = float("inf")
     for _ in range(5):

@@ -1,0 +1,499 @@
+"""Training throughput of tinygpt on this machine, now: ms/iter, tokens/s and MFU.
+
+Every trainer is built through the real code path (`start_run` into a temporary run directory)
+and `Trainer.train_step` is timed one step at a time, the loss forced with `.item()`, so the
+figures are what `tinygpt train` gets minus evaluation and checkpoints.
+
+On a shared CPU a neighbour can take one of our cores for seconds at a time; a median of wall
+times alone then mixes two machines. Each step therefore also records the process CPU time: with
+N threads busy, CPU/wall is close to N, and a step well below it ran on fewer cores than asked.
+Those steps are counted and left out of a second median.
+
+MFU's denominator is a matmul peak measured in this process (several sizes, best of several
+runs, before and after the training runs), not a datasheet figure: what a 2-core slice of a
+server CPU delivers depends on its vector units and on the neighbours.
+
+    .venv/bin/python benchmarks/train_speed.py                        # everything (~15 min)
+    .venv/bin/python benchmarks/train_speed.py --configs baby-shakespeare --modes eager
+    .venv/bin/python benchmarks/train_speed.py --full-run --configs baby-shakespeare
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tinygpt.config import RunConfig, apply_overrides
+from tinygpt.presets import baby_shakespeare
+from tinygpt.runtime import DTYPES, measure_matmul_peak, synchronize
+from tinygpt.train.loop import Trainer, read_metrics, start_run
+
+# nanoGPT's default config/train_shakespeare_char.py: the size its README trains on a GPU.
+NANOGPT_6L_OVERRIDES: dict[str, Any] = {
+    "model.n_layer": 6,
+    "model.n_head": 6,
+    "model.n_embd": 384,
+    "model.block_size": 256,
+    "model.dropout": 0.2,
+    "model.bias": False,
+    "train.batch_size": 64,
+    "train.max_iters": 5000,
+    "train.lr_decay_iters": 5000,
+}
+
+
+def nanogpt_6l() -> RunConfig:
+    """The baby preset reshaped to nanoGPT's 6x384 shakespeare-char model (10.7M parameters)."""
+    return dataclasses.replace(
+        apply_overrides(baby_shakespeare(), NANOGPT_6L_OVERRIDES), preset="nanogpt-6L"
+    )
+
+
+CONFIGS: dict[str, Callable[[], RunConfig]] = {
+    "baby-shakespeare": baby_shakespeare,
+    "nanogpt-6L": nanogpt_6l,
+}
+# (timed iterations, warm-up iterations): 6L takes 5-11 s a step on 2 cores.
+DEFAULT_ITERS: dict[str, tuple[int, int]] = {"baby-shakespeare": (300, 20), "nanogpt-6L": (6, 1)}
+WINDOW = 100  # iterations in the "best window" figure
+
+# nanoGPT on the same kind of 2-core CPU, to print beside ours (measured for the project).
+NANOGPT_REFERENCE = {
+    "baby-shakespeare": "38-46 ms/iter, 16-20k tok/s; 2000 iters ~95 s, val loss 1.886",
+    "nanogpt-6L": "fp32 11.4 s/iter (1,440 tok/s); bf16 (autocast patched in) 7.6 s/iter",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    config: str
+    dtype: str
+    mode: str  # "eager" or "compiled"
+
+
+@dataclass
+class CaseRun:
+    """Raw measurements of one case; figures are derived in `summarize`."""
+
+    case: Case
+    tokens_per_step: int
+    flops_per_token: float
+    params: int
+    library_peak: float  # Trainer.peak_flops, what `tinygpt train` divides by
+    linear_dtype: str  # output dtype of one nn.Linear during the first step
+    first_step_s: float  # with compile: compilation plus one step
+    warmup_s: list[float]
+    wall_s: list[float]
+    cpu_s: list[float]
+    losses: list[float]
+
+
+# ----------------------------------------------------------------------------------------------
+# Peak
+
+
+def measure_peak(device_type: str, dtype: torch.dtype, repeats: int = 10) -> dict[str, float]:
+    """Best FLOP/s over several square sizes: small ones fit in cache, large ones amortise the
+    thread start, and which wins depends on the CPU, so keep the best of each size."""
+    sizes = (512, 1024, 2048) if device_type == "cpu" else (4096, 8192)
+    _spin_up(device_type, dtype, sizes[-1])
+    return {str(size): _best_matmul_flops(size, device_type, dtype, repeats) for size in sizes}
+
+
+def _spin_up(device_type: str, dtype: torch.dtype, size: int, seconds: float = 1.0) -> None:
+    """Keep the cores busy for a moment first: the first matmuls of a process ran at a tenth
+    of the peak here (thread pool start, clock ramp, page faults), whatever their size."""
+    a = torch.randn(size, size, device=device_type).to(dtype)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        torch.mm(a, a)
+        synchronize(device_type)
+
+
+def _best_matmul_flops(size: int, device_type: str, dtype: torch.dtype, repeats: int) -> float:
+    a = torch.randn(size, size, device=device_type).to(dtype)
+    b = torch.randn(size, size, device=device_type).to(dtype)
+    out = torch.empty(size, size, device=device_type, dtype=dtype)
+    torch.mm(a, b, out=out)  # warm-up: thread pool, kernel selection, page faults
+    synchronize(device_type)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        synchronize(device_type)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+# ----------------------------------------------------------------------------------------------
+# Running one case
+
+
+def build_config(case: Case, threads: int, device: str) -> RunConfig:
+    overrides = {
+        "train.dtype": case.dtype,
+        "train.compile": case.mode == "compiled",
+        "train.threads": threads,
+        "train.device": device,
+    }
+    return apply_overrides(CONFIGS[case.config](), overrides)
+
+
+def run_case(case: Case, iters: int, warmup: int, threads: int, device: str) -> CaseRun:
+    """Build the trainer as `tinygpt train` does, then time `iters` steps after `warmup`."""
+    config = build_config(case, threads, device)
+    with tempfile.TemporaryDirectory(prefix="tinygpt-bench-") as tmp:
+        trainer = start_run(config, Path(tmp) / "run")
+        start = time.perf_counter()
+        linear_dtype = step_with_dtype_probe(trainer)
+        first_step_s = time.perf_counter() - start
+        warmup_s = [timed_step(trainer)[0] for _ in range(max(0, warmup - 1))]
+        wall, cpu, losses = [], [], []
+        for _ in range(iters):
+            wall_s, cpu_s, loss = timed_step(trainer)
+            wall.append(wall_s)
+            cpu.append(cpu_s)
+            losses.append(loss)
+        return CaseRun(
+            case=case,
+            tokens_per_step=trainer.tokens_per_step,
+            flops_per_token=trainer.flops_per_token,
+            params=trainer.model.num_params(),
+            library_peak=trainer.peak_flops,
+            linear_dtype=linear_dtype,
+            first_step_s=first_step_s,
+            warmup_s=warmup_s,
+            wall_s=wall,
+            cpu_s=cpu,
+            losses=losses,
+        )
+
+
+def timed_step(trainer: Trainer) -> tuple[float, float, float]:
+    """(wall s, process CPU s, loss) of one optimizer step; `.item()` waits for the step."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    loss = trainer.train_step().item()
+    return time.perf_counter() - wall, time.process_time() - cpu, loss
+
+
+def step_with_dtype_probe(trainer: Trainer) -> str:
+    """Run the first step with a hook on the first nn.Linear and return its output dtype.
+
+    Autocast is easy to lose (a context manager on the wrong call, a compiled graph traced
+    outside it) and then "bf16" silently trains in fp32: same loss, no speed-up. Under
+    torch.compile the hook runs only if Dynamo traces it in; "not observed" then means unknown.
+    """
+    linear = next(m for m in trainer.model.modules() if isinstance(m, nn.Linear))
+    seen: list[torch.dtype] = []
+
+    def record(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        seen.append(output.dtype)
+
+    handle = linear.register_forward_hook(record)
+    try:
+        trainer.train_step().item()
+    finally:
+        handle.remove()
+    if not seen:
+        return "not observed"
+    expected = trainer.runtime.dtype
+    if seen[0] != expected:
+        raise AssertionError(f"asked for {expected} but nn.Linear computed in {seen[0]}")
+    return str(seen[0]).removeprefix("torch.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+
+
+def summarize(run: CaseRun, peak: float, threads: int, min_ratio: float) -> dict[str, Any]:
+    """Median and best-window throughput, MFU against `peak`, and the contention count."""
+    wall, cpu = run.wall_s, run.cpu_s
+    ratios = [c / w for c, w in zip(cpu, wall, strict=True)]
+    uncontended = [w for w, r in zip(wall, ratios, strict=True) if r >= min_ratio]
+    median = statistics.median(wall)
+    window = min(WINDOW, len(wall))
+    best_start = best_window_start(wall, window)
+    best_wall = sum(wall[best_start : best_start + window])
+    best_ratio = sum(cpu[best_start : best_start + window]) / best_wall
+    tokens_per_second = run.tokens_per_step / median
+    return {
+        "iters": len(wall),
+        "median_ms": 1000 * median,
+        "tokens_per_second": tokens_per_second,
+        "mfu": run.flops_per_token * tokens_per_second / peak,
+        "window": window,
+        "best_window_ms": 1000 * best_wall / window,
+        "best_window_tokens_per_second": run.tokens_per_step * window / best_wall,
+        "best_window_cpu_ratio": best_ratio,
+        "best_window_contended": best_ratio < min_ratio,
+        "cpu_ratio": sum(cpu) / sum(wall),
+        "contended_iters": len(wall) - len(uncontended),
+        "uncontended_median_ms": 1000 * statistics.median(uncontended) if uncontended else None,
+        "compile_s": run.first_step_s - median if run.case.mode == "compiled" else None,
+        "threads": threads,
+    }
+
+
+def best_window_start(values: list[float], window: int) -> int:
+    """Start of the `window` consecutive values with the smallest sum (a sliding sum)."""
+    total = sum(values[:window])
+    best, best_start = total, 0
+    for start in range(1, len(values) - window + 1):
+        total += values[start + window - 1] - values[start - 1]
+        if total < best:
+            best, best_start = total, start
+    return best_start
+
+
+def machine_line(threads: int) -> str:
+    return (
+        f"machine: {cpu_model()} ({os.cpu_count()} CPUs, "
+        f"{torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
+        f"python {platform.python_version()}, {threads} threads"
+    )
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def format_peaks(label: str, peaks: dict[str, dict[str, float]]) -> str:
+    parts = [
+        f"{dtype} {max(by_size.values()) / 1e9:.0f} GFLOP/s ("
+        + ", ".join(f"{size}: {flops / 1e9:.0f}" for size, flops in by_size.items())
+        + ")"
+        for dtype, by_size in peaks.items()
+    ]
+    return f"matmul peak {label}: " + "; ".join(parts)
+
+
+def format_table(rows: list[tuple[CaseRun, dict[str, Any]]]) -> str:
+    header = (
+        "| config | dtype | mode | median ms/iter | tokens/s | MFU | best-N ms/iter | best tok/s "
+        "| cpu/wall | contended iters | uncontended median ms |"
+    )
+    lines = [header, "|" + "---|" * 11]
+    for run, fig in rows:
+        flag = " (contended)" if fig["best_window_contended"] else ""
+        uncontended = fig["uncontended_median_ms"]
+        lines.append(
+            f"| {run.case.config} | {run.case.dtype} | {run.case.mode} "
+            f"| {fig['median_ms']:.1f} | {fig['tokens_per_second']:,.0f} | {fig['mfu']:.1%} "
+            f"| {fig['best_window_ms']:.1f} (N={fig['window']}){flag} "
+            f"| {fig['best_window_tokens_per_second']:,.0f} | {fig['cpu_ratio']:.2f} "
+            f"| {fig['contended_iters']}/{fig['iters']} "
+            f"| {'-' if uncontended is None else f'{uncontended:.1f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def format_details(rows: list[tuple[CaseRun, dict[str, Any]]]) -> str:
+    header = (
+        "| config | dtype | mode | params | MFLOP/token | Linear output dtype | first step s "
+        "| compile s | warm-up s | last loss |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for run, fig in rows:
+        compile_s = "-" if fig["compile_s"] is None else f"{fig['compile_s']:.1f}"
+        lines.append(
+            f"| {run.case.config} | {run.case.dtype} | {run.case.mode} | {run.params / 1e6:.2f}M "
+            f"| {run.flops_per_token / 1e6:.1f} | {run.linear_dtype} | {run.first_step_s:.2f} "
+            f"| {compile_s} | {sum(run.warmup_s):.2f} | {run.losses[-1]:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The full 2000-step run
+
+
+def full_run(threads: int, device: str) -> dict[str, Any]:
+    """Train the baby preset to the end exactly as `tinygpt train` does (evals, checkpoints)."""
+    config = apply_overrides(baby_shakespeare(), {"train.threads": threads, "train.device": device})
+    with tempfile.TemporaryDirectory(prefix="tinygpt-bench-full-") as tmp:
+        trainer = start_run(config, Path(tmp) / "run")
+        start = time.perf_counter()
+        result = trainer.fit()
+        fit_s = time.perf_counter() - start
+        evals = [m for m in read_metrics(result.run_dir) if m.get("kind") == "eval"]
+        return {
+            "steps": result.step,
+            "stop_reason": result.stop_reason,
+            "fit_s": fit_s,
+            "train_s": trainer.progress.train_seconds,
+            "best_val_loss": result.best_val_loss,
+            "final_val_loss": evals[-1]["val_loss"] if evals else None,
+            "evals": evals,
+        }
+
+
+def format_full_run(run: dict[str, Any]) -> str:
+    lines = [
+        f"full run, baby-shakespeare: {run['steps']} steps ({run['stop_reason']}), "
+        f"fit {run['fit_s']:.1f} s (train steps {run['train_s']:.1f} s), "
+        f"final val loss {run['final_val_loss']:.4f}, best {run['best_val_loss']:.4f}",
+        f"  nanoGPT: {NANOGPT_REFERENCE['baby-shakespeare']}",
+        "| step | train loss | val loss | train s |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {e['step']} | {e['train_loss']:.4f} | {e['val_loss']:.4f} | {e['train_seconds']:.1f} |"
+        for e in run["evals"]
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated")
+    parser.add_argument("--modes", default="eager,compiled", help="eager, compiled or both")
+    parser.add_argument("--iters", type=int, help="timed steps per case (default: per config)")
+    parser.add_argument(
+        "--warmup", type=int, help="untimed steps first, at least 1 (default: per config)"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--min-cpu-ratio",
+        type=float,
+        help="CPU/wall below this marks a step contended (default: 0.9 x threads)",
+    )
+    parser.add_argument("--full-run", action="store_true", help="also train baby to 2000 steps")
+    parser.add_argument("--json", type=Path, help="also write every measurement here")
+    args = parser.parse_args(argv)
+    args.configs = _split_choices(parser, "--configs", args.configs, list(CONFIGS))
+    args.dtypes = _split_choices(parser, "--dtypes", args.dtypes, list(DTYPES))
+    args.modes = _split_choices(parser, "--modes", args.modes, ["eager", "compiled"])
+    if args.min_cpu_ratio is None:
+        args.min_cpu_ratio = 0.9 * args.threads
+    return args
+
+
+def _split_choices(
+    parser: argparse.ArgumentParser, flag: str, text: str, choices: list[str]
+) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    for value in values:
+        if value not in choices:
+            parser.error(f"{flag}: {value!r} is not one of {', '.join(choices)}")
+    return values
+
+
+def quiet_logging() -> None:
+    """The library logs progress at INFO; this script's output is the report alone."""
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("tinygpt").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_logging()
+    torch.set_num_threads(args.threads)
+    device_type = torch.device(args.device).type
+    print(machine_line(args.threads))
+    peaks_before = {d: measure_peak(device_type, DTYPES[d]) for d in args.dtypes}
+    print(format_peaks("before", peaks_before), flush=True)
+
+    runs = []
+    for case in [Case(c, d, m) for c in args.configs for d in args.dtypes for m in args.modes]:
+        iters, warmup = DEFAULT_ITERS[case.config]
+        iters = args.iters if args.iters is not None else iters
+        warmup = max(1, args.warmup if args.warmup is not None else warmup)
+        print(f"running {case.config} {case.dtype} {case.mode} ...", file=sys.stderr, flush=True)
+        runs.append(run_case(case, iters, warmup, args.threads, args.device))
+
+    peaks_after = {d: measure_peak(device_type, DTYPES[d]) for d in args.dtypes}
+    print(format_peaks("after", peaks_after))
+    # cached by tinygpt: the value the trainers' own MFU used
+    library = {d: measure_matmul_peak(device_type, DTYPES[d]) for d in args.dtypes}
+    # A neighbour only ever lowers a measurement, so the highest one is the machine's.
+    peaks = {
+        d: max(*peaks_before[d].values(), *peaks_after[d].values(), library[d])
+        for d in args.dtypes
+    }
+    print(
+        "MFU uses: "
+        + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items())
+        + " (tinygpt's own 1024x1024 estimate: "
+        + ", ".join(f"{d} {p / 1e9:.0f}" for d, p in library.items())
+        + ")\n"
+    )
+    rows = [
+        (run, summarize(run, peaks[run.case.dtype], args.threads, args.min_cpu_ratio))
+        for run in runs
+    ]
+    print(format_table(rows))
+    print(
+        f"\ncontended: a step whose CPU/wall < {args.min_cpu_ratio:.2f} "
+        f"(of {args.threads} threads), i.e. a neighbour took a core.\n"
+    )
+    print(format_details(rows))
+    print()
+    for name in args.configs:
+        print(f"nanoGPT {name}: {NANOGPT_REFERENCE[name]}")
+    sys.stdout.flush()
+
+    full = None
+    if args.full_run:
+        print("running the full baby-shakespeare run ...", file=sys.stderr, flush=True)
+        full = full_run(args.threads, args.device)
+        print("\n" + format_full_run(full))
+
+    if args.json is not None:
+        write_json(args, peaks_before, peaks_after, rows, full)
+    return 0
+
+
+def write_json(
+    args: argparse.Namespace,
+    peaks_before: dict[str, dict[str, float]],
+    peaks_after: dict[str, dict[str, float]],
+    rows: list[tuple[CaseRun, dict[str, Any]]],
+    full: dict[str, Any] | None,
+) -> None:
+    document = {
+        "machine": machine_line(args.threads),
+        "cpu_model": cpu_model(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "min_cpu_ratio": args.min_cpu_ratio,
+        "peak_flops_before": peaks_before,
+        "peak_flops_after": peaks_after,
+        "cases": [
+            {**dataclasses.asdict(run), "figures": figures} for run, figures in rows
+        ],
+        "full_run": full,
+    }
+    args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tinygpt.cli import main
+
+TINY = [
+    "--block_size",
+    "16",
+    "--n_layer",
+    "2",
+    "--n_head",
+    "2",
+    "--n_embd",
+    "32",
+    "--batch_size",
+    "4",
+    "--eval_iters",
+    "2",
+    "--log_interval",
+    "5",
+]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.startswith("tinygpt: error:")]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def trained_run(tmp_path_factory, small_text_file, capsys) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_text_file),
+                "--out",
+                str(run_dir),
+                *TINY,
+                "--max_iters",
+                "10",
+                "--eval_interval",
+                "5",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    return run_dir
+
+
+def test_presets_lists_one_line_each(capsys):
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()]
+    assert names == ["baby-shakespeare", "gptiny", "tinygpt-char"]
+
+
+def test_train_help_lists_every_field_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for flag in (
+        "--n_layer",
+        "--learning_rate",
+        "--label_smoothing",
+        "--unknown_chars",
+        "--patience",
+        "--top_p",
+        "--compile",
+    ):
+        assert flag in out
+    assert "(default: 0.2)" in out  # dropout
+
+
+def test_train_then_sample_with_the_same_seed_gives_the_same_text(capsys, trained_run):
+    capsys.readouterr()
+    args = ["sample", trained_run, "--prompt", "ROMEO:", "--max-new-tokens", "40", "--seed", "7"]
+    code, first, _ = run_cli(capsys, *args)
+    assert code == 0 and first.startswith("ROMEO:") and len(first) == len("ROMEO:") + 40 + 1
+    assert run_cli(capsys, *args)[1] == first
+    assert run_cli(capsys, *args[:-1], "8")[1] != first
+
+
+def test_sampling_past_the_context_slides_the_window(capsys, trained_run):
+    code, out, _ = run_cli(
+        capsys, "sample", trained_run, "--max-new-tokens", "50", "--prompt", "x" * 30
+    )  # block_size is 16
+    assert code == 0 and len(out) == 30 + 50 + 1
+
+
+def test_plot_writes_a_png(capsys, trained_run):
+    code, out, _ = run_cli(capsys, "plot", trained_run)
+    assert code == 0
+    png = Path(out.strip())
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["train", "--preset", "nope", "--out", "{tmp}/r"], ["unknown preset 'nope'"]),
+        (["train", "--out", "{tmp}/r", "--n_layerz", "3"], ["unrecognized arguments"]),
+        (["train", "--out", "{tmp}/r", "--n_layer", "abc"], ["n_layer='abc'", "whole number"]),
+        (["train", "--out", "{tmp}/r", "--learning_rate", "-1"], ["learning_rate=-1.0"]),
+        (["train", "--out", "{tmp}/r", "--block_size", "0"], ["block_size=0"]),
+        (["train", "--out", "{tmp}/r", "--n_embd", "100", "--n_head", "3"], ["n_head=3"]),
+        (["train", "--out", "{tmp}/r", "--dropout", "1.5"], ["dropout=1.5"]),
+        (["train", "--out", "{tmp}/r", "--dtype", "int8"], ["dtype='int8'"]),
+        (["train", "--out", "{tmp}/r", "--data", "{tmp}/missing.txt"], ["does not exist"]),
+        (["train", "--out", "{tmp}/r", "--data", "{tmp}/empty.txt"], ["empty"]),
+        (["train", "--out", "{tmp}/r", "--data", "{tmp}/binary.bin"], ["binary"]),
+        (["train", "--out", "{tmp}/r", "--data", "{tmp}/latin1.txt"], ["UTF-8"]),
+        (["train", "--out", "{tmp}/r", "--config", "{tmp}/missing.toml"], ["does not exist"]),
+        (["train"], ["--out"]),
+        (["sample", "{tmp}/no-run"], ["does not exist"]),
+        (["sample", "{tmp}"], ["not a tinygpt run"]),
+        (["plot", "{tmp}/no-run"], ["does not exist"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, fragments):
+    (tmp_path / "empty.txt").write_text("  \n")
+    (tmp_path / "binary.bin").write_bytes(b"\x00\x01\x02PNG" * 100)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    code, _, err = run_cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "r").exists()
+
+
+def test_prompt_outside_the_vocabulary_is_refused(capsys, trained_run):
+    code, _, err = run_cli(capsys, "sample", trained_run, "--prompt", "naïve 中文")
+    assert_one_line_error(code, err, "outside the vocabulary", "中")
+
+
+def test_corrupted_checkpoint_is_refused(capsys, trained_run):
+    weights = trained_run / "checkpoints" / "best" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    code, _, err = run_cli(capsys, "sample", trained_run)
+    assert_one_line_error(code, err, "corrupted")
+
+
+def test_resume_with_a_changed_model_shape_is_refused(capsys, trained_run):
+    code, _, err = run_cli(capsys, "train", "--resume", trained_run, "--n_embd", "64")
+    assert_one_line_error(code, err, "model shape", "n_embd 32 -> 64")
+
+
+def test_training_into_an_existing_run_changes_nothing(capsys, trained_run, small_text_file):
+    before = {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()}
+    code, _, err = run_cli(capsys, "train", "--data", small_text_file, "--out", trained_run)
+    assert_one_line_error(code, err, "already holds a run")
+    assert {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()} == before
+
+
+def test_config_file_sits_between_preset_and_flags(capsys, tmp_path, small_text_file):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        f'[data]\nsource = "{small_text_file}"\n[train]\nmax_iters = 4\n'
+        "eval_interval = 2\nlearning_rate = 0.002\n"
+    )
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--config",
+        toml,
+        "--out",
+        tmp_path / "r",
+        *TINY,
+        "--learning_rate",
+        "0.003",
+    )
+    assert code == 0, err
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["train"]["max_iters"] == 4  # from the file
+    assert saved["train"]["learning_rate"] == 0.003  # the flag wins
+    assert saved["model"]["n_embd"] == 32 and saved["preset"] == "baby-shakespeare"
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_resume_finishes_the_run(tmp_path, small_text_file):
+    """The real binary: SIGINT mid-run saves a checkpoint and exits 130; --resume completes."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "tinygpt.cli",
+        "train",
+        "--data",
+        str(small_text_file),
+        "--out",
+        str(run_dir),
+        *TINY,
+        "--max_iters",
+        "100000",
+        "--eval_interval",
+        "50",
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+        metrics.exists() and '"step": 60' in metrics.read_text()
+    ):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert "resume with: tinygpt train --resume" in out
+    step = json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text())["step"]
+    assert step >= 60
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tinygpt.cli",
+            "train",
+            "--resume",
+            str(run_dir),
+            "--max_iters",
+            str(step + 20),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"finished at step {step + 20}" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(tmp_path, small_text_file):
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "tinygpt.cli",
+        "train",
+        "--data",
+        str(small_text_file),
+        "--out",
+        str(run_dir),
+        *TINY,
+        "--max_iters",
+        "100000",
+        "--eval_interval",
+        "20",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+        metrics.exists() and '"step": 70' in metrics.read_text()
+    ):
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    step = json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text())["step"]
+    assert step >= 60 and step % 20 == 0
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tinygpt.cli",
+            "train",
+            "--resume",
+            str(run_dir),
+            "--max_iters",
+            str(step + 5),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
