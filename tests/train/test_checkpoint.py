@@ -23,15 +23,17 @@ def test_checkpoint_round_trips_weights_and_train_state(trainer):
     assert "lm_head.weight" not in loaded.model_state  # tied: stored once
     fresh = start_run_copy(trainer)
     load_weights_into(fresh.model, loaded.model_state)
-    for (name, a), b in zip(trainer.model.state_dict().items(), fresh.model.state_dict().values()):
+    for (name, a), b in zip(
+        trainer.model.state_dict().items(), fresh.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert loaded.train_state["progress"]["step"] == 1
     assert (trainer.run_dir / "checkpoints" / "best").resolve() == loaded.directory
 
 
 def start_run_copy(trainer):
-    from tinygpt.train.loop import Trainer
     from tinygpt.data.prepare import prepare_dataset
+    from tinygpt.train.loop import Trainer
 
     return Trainer(trainer.config, trainer.run_dir, prepare_dataset(trainer.config.data))
 
@@ -78,7 +80,7 @@ def test_a_damaged_checkpoint_is_refused(trainer, damage, file_name):
         path.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
     else:
         path.unlink()
-    with pytest.raises(CheckpointError, match="corrupted|missing"):
+    with pytest.raises(CheckpointError, match=r"corrupted|missing"):
         load_checkpoint(trainer.run_dir, "last")
 
 

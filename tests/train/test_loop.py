@@ -61,7 +61,7 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(
 
 def test_resume_refuses_a_different_model_shape(tiny_run_config, tmp_path):
     start_run(tiny_run_config, tmp_path / "run").fit(stop_at=2)
-    with pytest.raises(CheckpointError, match="model shape.*n_layer 2 -> 3"):
+    with pytest.raises(CheckpointError, match=r"model shape.*n_layer 2 -> 3"):
         resume_run(tmp_path / "run", {"n_layer": "3"})
 
 
