@@ -125,6 +125,8 @@ def test_plot_writes_a_png(capsys, trained_run):
         (["train", "--out", "{tmp}/r", "--n_embd", "100", "--n_head", "3"], ["n_head=3"]),
         (["train", "--out", "{tmp}/r", "--dropout", "1.5"], ["dropout=1.5"]),
         (["train", "--out", "{tmp}/r", "--dtype", "int8"], ["dtype='int8'"]),
+        (["train", "--out", "{tmp}/r", "--vocab_size", "10"], ["vocab_size=10 is smaller"]),
+        (["train", "--out", "{tmp}/r", "--bias", "maybe"], ["bias='maybe'", "true or false"]),
         (["train", "--out", "{tmp}/r", "--data", "{tmp}/missing.txt"], ["does not exist"]),
         (["train", "--out", "{tmp}/r", "--data", "{tmp}/empty.txt"], ["empty"]),
         (["train", "--out", "{tmp}/r", "--data", "{tmp}/binary.bin"], ["binary"]),

@@ -8,8 +8,9 @@ import inspect
 import logging
 import re
 import sys
+import typing
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from tinygpt.config import (
     RunConfig,
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a model (or resume a run)",
+        usage="tinygpt train [--preset NAME] [--config FILE] (--out RUN_DIR | --resume RUN_DIR) "
+        "[--data PATH_OR_URL] [--FIELD VALUE ...]",
         description="Train a model. Any config field can be set with --FIELD VALUE "
         "(or --SECTION.FIELD VALUE); precedence: defaults < --preset < --config < flags.",
     )
@@ -112,11 +115,9 @@ def _add_field_flags(parser: argparse.ArgumentParser) -> None:
         for name, (field_section, annotation, _) in all_fields().items():
             if field_section != section:
                 continue
-            flags = [f"--{name}", f"--{section}.{name}"]
-            if "_" in name:
-                flags.append(f"--{name.replace('_', '-')}")
             group.add_argument(
-                *flags,
+                f"--{name}",
+                f"--{section}.{name}",
                 dest=f"{section}.{name}",
                 default=argparse.SUPPRESS,
                 metavar=_type_name(annotation),
@@ -127,9 +128,9 @@ def _add_field_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    literal = re.findall(r"'([^']*)'", str(annotation))
-    return "{" + ",".join(literal) + "}" if literal else text.upper()
+    if typing.get_origin(annotation) is Literal:
+        return "{" + ",".join(typing.get_args(annotation)) + "}"
+    return getattr(annotation, "__name__", str(annotation)).upper()
 
 
 def _field_comments() -> dict[str, str]:

@@ -25,16 +25,16 @@ SECTIONS = ("model", "data", "train", "sample")
 class ModelConfig:
     """Shape and regularisation of the decoder-only GPT."""
 
-    vocab_size: int = 0  # 0: taken from the tokenizer when the data is prepared
+    vocab_size: int = 0  # 0: the tokenizer's; larger pads the embedding (e.g. 50304)
     block_size: int = 256  # context length in tokens
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 384
+    n_layer: int = 6  # transformer blocks
+    n_head: int = 6  # attention heads; must divide n_embd
+    n_embd: int = 384  # width of the residual stream
     ffn_hidden: int = 0  # 0: 4 * n_embd (the GPT-2 ratio)
-    dropout: float = 0.2
+    dropout: float = 0.2  # on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear and LayerNorm layers
     tie_weights: bool = True  # share the token embedding with the output head
-    init: Literal["gpt2", "xavier"] = "gpt2"
+    init: Literal["gpt2", "xavier"] = "gpt2"  # weight initialisation scheme
 
     def __post_init__(self) -> None:
         _check_positive(self, "block_size", "n_layer", "n_head", "n_embd")
@@ -60,7 +60,7 @@ class DataConfig:
     """Where the text comes from and how it becomes tokens."""
 
     source: str = "tinyshakespeare"  # built-in corpus name, a text file, or an http(s) URL
-    tokenizer: Literal["char"] = "char"
+    tokenizer: Literal["char"] = "char"  # how text becomes token ids
     unknown_chars: Literal["error", "unk"] = "error"  # characters outside the vocabulary
     val_fraction: float = 0.1  # the last 10% of the text is the validation split
 
@@ -75,29 +75,29 @@ class DataConfig:
 class TrainConfig:
     """Optimisation, precision, evaluation and bookkeeping (nanoGPT's names)."""
 
-    seed: int = 1337
+    seed: int = 1337  # model init, dropout and batch order
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False  # torch.compile the model
     threads: int = 0  # CPU threads for torch; 0: leave torch's default
-    batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    max_iters: int = 5000
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
+    batch_size: int = 64  # sequences per micro-batch
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    max_iters: int = 5000  # optimizer steps in all
+    learning_rate: float = 1e-3  # peak, reached after warm-up
+    min_lr: float = 1e-4  # floor of the decay
+    warmup_iters: int = 100  # linear warm-up steps
     lr_decay_iters: int = 0  # 0: decay over max_iters
     lr_schedule: Literal["cosine", "cosine_restarts", "constant"] = "cosine"
     restart_iters: int = 0  # cosine_restarts: length of the first cycle (0: lr_decay_iters)
     restart_mult: int = 1  # cosine_restarts: each cycle is this many times longer
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
+    weight_decay: float = 0.1  # AdamW, on matrices and embeddings only
+    beta1: float = 0.9  # AdamW
+    beta2: float = 0.99  # AdamW
     grad_clip: float = 1.0  # 0: no clipping
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # training loss only; evaluation reports plain cross-entropy
     eval_interval: int = 250  # evaluate and save a checkpoint every this many steps
     eval_iters: int = 200  # batches per split in each evaluation
-    log_interval: int = 10
+    log_interval: int = 10  # steps between train-loss lines in metrics.jsonl
     patience: int = 0  # stop after this many evaluations without a better val loss; 0: never
 
     def __post_init__(self) -> None:
@@ -135,12 +135,12 @@ class TrainConfig:
 class SampleConfig:
     """Defaults for `tinygpt sample` and the sample printed after training."""
 
-    prompt: str = "\n"
-    max_new_tokens: int = 500
+    prompt: str = "\n"  # text the sample continues
+    max_new_tokens: int = 500  # tokens to generate
     temperature: float = 0.8  # 0: greedy
     top_k: int = 200  # 0: no top-k filter
     top_p: float = 1.0  # 1.0: no nucleus filter
-    sample_seed: int = 1337
+    sample_seed: int = 1337  # same seed, same text
 
     def __post_init__(self) -> None:
         _check_non_negative(self, "max_new_tokens", "temperature", "top_k")

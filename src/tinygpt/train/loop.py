@@ -29,7 +29,7 @@ from tqdm import tqdm
 from tinygpt.config import RunConfig, apply_overrides, config_from_dict
 from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_tokens
 from tinygpt.data.prepare import PreparedData, prepare_dataset
-from tinygpt.errors import CheckpointError
+from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.gpt import GPT
 from tinygpt.model.loss import language_model_loss
 from tinygpt.runtime import Runtime, measure_matmul_peak, seed_everything, setup_runtime
@@ -369,8 +369,14 @@ def _finite_or_none(value: float) -> float | None:
 def start_run(config: RunConfig, run_dir: Path) -> Trainer:
     """Prepare the data, fix the vocabulary size, create the run directory, build the trainer."""
     prepared = prepare_dataset(config.data)
+    if 0 < config.model.vocab_size < prepared.vocab_size:
+        raise ConfigError(
+            f"vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
+            f"{prepared.vocab_size}; leave it at 0 or make it larger (padding)"
+        )
+    vocab_size = max(config.model.vocab_size, prepared.vocab_size)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, vocab_size=prepared.vocab_size)
+        config, model=dataclasses.replace(config.model, vocab_size=vocab_size)
     )
     tokenizer_json = prepared.tokenizer_path.read_text(encoding="utf-8")
     create_run_dir(run_dir, config.to_json(), tokenizer_json, _data_info(prepared))
