@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from tinygpt.config import ModelConfig
 from tinygpt.model.attention import CausalSelfAttention
+from tinygpt.model.dropout import Dropout
 from tinygpt.model.mlp import MLP
 
 
@@ -38,7 +39,7 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
