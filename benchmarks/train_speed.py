@@ -42,7 +42,7 @@ from torch.utils.hooks import RemovableHandle
 
 from tinygpt.config import RunConfig, apply_overrides
 from tinygpt.presets import baby_shakespeare
-from tinygpt.runtime import DTYPES, measure_matmul_peak, synchronize
+from tinygpt.runtime import DTYPES, matmul_flops_by_size, measure_matmul_peak
 from tinygpt.train.loop import Trainer, read_metrics, start_run
 
 # nanoGPT's default config/train_shakespeare_char.py: the size its README trains on a GPU.
@@ -117,36 +117,9 @@ class CaseRun:
 
 
 def measure_peak(device_type: str, dtype: torch.dtype, repeats: int = 10) -> dict[str, float]:
-    """Best FLOP/s over several square sizes: small ones fit in cache, large ones amortise the
-    thread start, and which wins depends on the CPU, so keep the best of each size."""
-    sizes = (512, 1024, 2048) if device_type == "cpu" else (4096, 8192)
-    _spin_up(device_type, dtype, sizes[-1])
-    return {str(size): _best_matmul_flops(size, device_type, dtype, repeats) for size in sizes}
-
-
-def _spin_up(device_type: str, dtype: torch.dtype, size: int, seconds: float = 1.0) -> None:
-    """Keep the cores busy for a moment first: the first matmuls of a process ran at a tenth
-    of the peak here (thread pool start, clock ramp, page faults), whatever their size."""
-    a = torch.randn(size, size, device=device_type).to(dtype)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        torch.mm(a, a)
-        synchronize(device_type)
-
-
-def _best_matmul_flops(size: int, device_type: str, dtype: torch.dtype, repeats: int) -> float:
-    a = torch.randn(size, size, device=device_type).to(dtype)
-    b = torch.randn(size, size, device=device_type).to(dtype)
-    out = torch.empty(size, size, device=device_type, dtype=dtype)
-    torch.mm(a, b, out=out)  # warm-up: thread pool, kernel selection, page faults
-    synchronize(device_type)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        synchronize(device_type)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
+    """tinygpt's own measurement, with more repeats and a longer spin-up than training uses."""
+    by_size = matmul_flops_by_size(device_type, dtype, repeats=repeats, spin_seconds=1.0)
+    return {str(size): flops for size, flops in by_size.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -507,7 +480,7 @@ def best_peaks(
     print(
         "MFU uses: "
         + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items())
-        + " (tinygpt's own 1024x1024 estimate, used by the trainers: "
+        + " (the quicker estimate the trainers use: "
         + ", ".join(f"{d} {p / 1e9:.0f}" for d, p in library.items())
         + ")\n"
     )

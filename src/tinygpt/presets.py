@@ -33,7 +33,7 @@ def baby_shakespeare() -> RunConfig:
             weight_decay=0.1,
             grad_clip=1.0,
             eval_interval=250,
-            eval_iters=100,
+            eval_iters=200,
             log_interval=10,
         ),
         sample=SampleConfig(max_new_tokens=500, temperature=0.8, top_k=200),

@@ -119,18 +119,45 @@ def measure_matmul_peak(device_type: str, dtype: torch.dtype) -> float:
     Measured rather than looked up, because a CPU's peak depends on its vector units and on how
     many cores we really get, and a shared machine's neighbours change it.
     """
-    size = 1024 if device_type == "cpu" else 8192
+    return max(matmul_flops_by_size(device_type, dtype).values())
+
+
+def matmul_flops_by_size(
+    device_type: str, dtype: torch.dtype, repeats: int = 5, spin_seconds: float = 0.5
+) -> dict[int, float]:
+    """Best FLOP/s for a few square sizes: small ones fit in cache, large ones amortise thread
+    start-up; which wins depends on the machine, so keep the best of each."""
+    sizes = (512, 1024, 2048) if device_type == "cpu" else (4096, 8192)
     generator = torch.Generator(device=device_type).manual_seed(0)  # never the global RNG
-    a = torch.randn(size, size, device=device_type, generator=generator).to(dtype)
-    b = torch.randn(size, size, device=device_type, generator=generator).to(dtype)
-    torch.mm(a, b)  # warm-up: thread pool start, kernel selection
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
+    operands = {
+        size: [
+            torch.randn(size, size, device=device_type, generator=generator).to(dtype)
+            for _ in range(2)
+        ]
+        for size in sizes
+    }
+    _keep_busy(*operands[sizes[-1]], seconds=spin_seconds)
+    return {size: _best_matmul_flops(a, b, repeats) for size, (a, b) in operands.items()}
+
+
+def _keep_busy(a: torch.Tensor, b: torch.Tensor, seconds: float) -> None:
+    """Run matmuls for a moment first: the first ones of a process ran at a tenth of the peak
+    here (thread-pool start, clock ramp-up, page faults), whatever their size."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
         torch.mm(a, b)
-        synchronize(device_type)
+        synchronize(a.device.type)
+
+
+def _best_matmul_flops(a: torch.Tensor, b: torch.Tensor, repeats: int) -> float:
+    out = torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        synchronize(a.device.type)
         best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
+    return 2.0 * a.size(0) ** 3 / best
 
 
 def synchronize(device_type: str) -> None:
