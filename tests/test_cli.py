@@ -152,6 +152,16 @@ def test_prompt_outside_the_vocabulary_is_refused(capsys, trained_run):
     assert_one_line_error(code, err, "outside the vocabulary", "中")
 
 
+def test_empty_prompt_is_refused(capsys, trained_run):
+    code, _, err = run_cli(capsys, "sample", trained_run, "--prompt", "")
+    assert_one_line_error(code, err, "prompt is empty")
+
+
+def test_sample_flags_are_validated_like_config_values(capsys, trained_run):
+    code, _, err = run_cli(capsys, "sample", trained_run, "--top-p", "1.5")
+    assert_one_line_error(code, err, "top_p=1.5")
+
+
 def test_corrupted_checkpoint_is_refused(capsys, trained_run):
     weights = trained_run / "checkpoints" / "best" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])

@@ -16,7 +16,6 @@ from tinygpt.config import (
     RunConfig,
     all_fields,
     apply_overrides,
-    config_from_dict,
     load_toml_overrides,
     section_classes,
 )
@@ -215,40 +214,32 @@ def _describe_trainer(trainer: Any) -> None:
 def run_sample(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import torch
-
-    from tinygpt.generate.decode import generate_tokens
-    from tinygpt.model.gpt import GPT
+    from tinygpt.generate.decode import generate_text
     from tinygpt.runtime import resolve_device
-    from tinygpt.tokenizers.base import load_tokenizer
-    from tinygpt.train.checkpoint import load_checkpoint, load_weights_into, read_run_config_dict
+    from tinygpt.train.checkpoint import load_model_from_run
 
-    config = config_from_dict(read_run_config_dict(args.run_dir))
+    device = resolve_device(args.device)
+    model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
     chosen = {
-        k: v
-        for k in ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "sample_seed")
-        if (v := getattr(args, k)) is not None
+        name: value
+        for name in ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "sample_seed")
+        if (value := getattr(args, name)) is not None
     }
-    sample = dataclasses.replace(config.sample, **chosen)
-    tokenizer = load_tokenizer(args.run_dir / "tokenizer.json")
-    if not sample.prompt:
-        raise ConfigError("--prompt is empty; give at least one character to continue")
-    prompt_ids = torch.tensor(tokenizer.encode(sample.prompt), dtype=torch.long)
-    checkpoint = load_checkpoint(args.run_dir, args.checkpoint, with_train_state=False)
-    model = GPT(config.model)
-    load_weights_into(model, checkpoint.model_state)
-    model.to(resolve_device(args.device))
-    sys.stdout.write(sample.prompt)
-    for token in generate_tokens(
+    sample = dataclasses.replace(config.sample, **chosen)  # validated like any config value
+    pieces = generate_text(
         model,
-        prompt_ids,
+        tokenizer,
+        sample.prompt,
         sample.max_new_tokens,
         sample.temperature,
         sample.top_k,
         sample.top_p,
         sample.sample_seed,
-    ):
-        sys.stdout.write(tokenizer.decode([token]))
+    )
+    first = next(pieces, "")  # encode the prompt (and refuse a bad one) before printing it
+    sys.stdout.write(sample.prompt + first)
+    for piece in pieces:
+        sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0

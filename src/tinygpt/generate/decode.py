@@ -7,8 +7,10 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from tinygpt.errors import DataError
 from tinygpt.generate.sampling import sample_next_token
 from tinygpt.model.gpt import GPT
+from tinygpt.tokenizers.base import Tokenizer
 
 
 @torch.no_grad()
@@ -41,3 +43,23 @@ def generate_tokens(
         next_id = sample_next_token(logits, temperature, top_k, top_p, generator)  # (1, 1)
         tokens = torch.cat((tokens[:, -block_size:], next_id), dim=1)
         yield int(next_id.item())
+
+
+def generate_text(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> Iterator[str]:
+    """Yield decoded text pieces as they are generated (prompt not included)."""
+    if not prompt:
+        raise DataError("the prompt is empty; give at least one character to continue")
+    prompt_ids = torch.tensor(tokenizer.encode(prompt), dtype=torch.long)
+    for token in generate_tokens(
+        model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed
+    ):
+        yield tokenizer.decode([token])

@@ -34,7 +34,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from tinygpt.config import RunConfig, config_from_dict
 from tinygpt.errors import CheckpointError
+from tinygpt.model.gpt import GPT
+from tinygpt.tokenizers.base import Tokenizer, load_tokenizer
 
 RUN_FORMAT = "tinygpt-run"
 CHECKPOINT_FORMAT = "tinygpt-checkpoint"
@@ -295,3 +298,15 @@ def _is_tied(model: nn.Module, name: str) -> bool:
     params = dict(model.named_parameters(remove_duplicate=False))
     unique = dict(model.named_parameters())
     return name in params and name not in unique
+
+
+def load_model_from_run(
+    run_dir: Path, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[GPT, Tokenizer, RunConfig]:
+    """The trained model (in eval mode), its tokenizer and its config, ready to generate."""
+    config = config_from_dict(read_run_config_dict(run_dir))
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    checkpoint = load_checkpoint(run_dir, which, with_train_state=False)
+    model = GPT(config.model)
+    load_weights_into(model, checkpoint.model_state)
+    return model.to(device).eval(), tokenizer, config

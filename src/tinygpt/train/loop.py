@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tinygpt.config import RunConfig, apply_overrides, config_from_dict
 from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_tokens
@@ -203,7 +204,7 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        with bar, stop_requests() as stop:
+        with bar, stop_requests() as stop, logging_redirect_tqdm():
             while self.progress.step < cfg.max_iters:
                 if stop.requested:
                     reason = "interrupted"
