@@ -102,3 +102,24 @@ def test_bfloat16_training_on_cpu_runs_in_bfloat16(tiny_run_config, tmp_path):
     trainer.train_step()
     assert seen and set(seen) == {torch.bfloat16}
     assert trainer.model.blocks[0].attn.qkv.weight.dtype == torch.float32  # master weights
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_saves_the_plain_module(tiny_run_config, tmp_path):
+    config = apply_overrides(tiny_run_config, {"dropout": 0.0, "max_iters": 4})
+    eager = start_run(config, tmp_path / "eager")
+    eager.fit()
+    compiled = start_run(apply_overrides(config, {"compile": "true"}), tmp_path / "compiled")
+    compiled.fit()
+    for (name, a), b in zip(
+        eager.model.state_dict().items(), compiled.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    saved = json.loads(
+        (tmp_path / "compiled" / "checkpoints" / "last" / "meta.json").read_text()
+    )
+    assert saved["step"] == 4
+    from tinygpt.train.checkpoint import load_checkpoint
+
+    keys = load_checkpoint(tmp_path / "compiled").model_state.keys()
+    assert not any(key.startswith("_orig_mod") for key in keys)
