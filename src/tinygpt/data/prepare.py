@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from tinygpt.atomic_files import fsync_directory, write_synced
 from tinygpt.config import DataConfig
 from tinygpt.data.sources import default_cache_dir, read_source
 from tinygpt.errors import DataError
@@ -162,17 +163,11 @@ def _size_or_none(path: Path) -> int | None:
 
 
 def _write_tokens(path: Path, tokens: np.ndarray, dtype: str) -> None:
-    with path.open("wb") as file:
-        file.write(tokens.astype(np.dtype(dtype).newbyteorder("<")).tobytes())
-        file.flush()
-        os.fsync(file.fileno())
+    write_synced(path, tokens.astype(np.dtype(dtype).newbyteorder("<")).tobytes())
 
 
 def _write_meta(path: Path, meta: dict[str, Any]) -> None:
-    with path.open("w", encoding="utf-8") as file:
-        file.write(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
+    write_synced(path, (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def _publish_directory(directory: Path, write: Callable[[Path], None]) -> None:
@@ -182,7 +177,7 @@ def _publish_directory(directory: Path, write: Callable[[Path], None]) -> None:
     temp_dir.chmod(0o755)  # mkdtemp makes it owner-only
     try:
         write(temp_dir)
-        _fsync_directory(temp_dir)
+        fsync_directory(temp_dir)
         if directory.exists():
             if _load_if_complete(directory) is not None:
                 return  # another process finished the same data first; its files are identical
@@ -193,20 +188,6 @@ def _publish_directory(directory: Path, write: Callable[[Path], None]) -> None:
             if _load_if_complete(directory) is None:  # not a concurrent writer winning the race
                 raise
             return
-        _fsync_directory(directory.parent)
+        fsync_directory(directory.parent)
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make renames and new entries durable; not every platform can open a directory."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

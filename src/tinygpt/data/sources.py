@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +21,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tinygpt.atomic_files import open_atomic, write_bytes_atomic
 from tinygpt.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _download(url: str, cache_dir: Path) -> Path:
         "bytes": size,
         "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _write_atomically(sidecar, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
+    write_bytes_atomic(sidecar, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
     return target
 
 
@@ -159,19 +159,16 @@ def _file_sha256(path: Path) -> str:
 def _fetch_to(url: str, target: Path) -> tuple[str, int]:
     """Stream to a temp file beside `target`, then rename: a failed download leaves no file."""
     request = urllib.request.Request(url, headers={"User-Agent": "tinygpt"})
-    descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only
     digest, size = hashlib.sha256(), 0
     try:
-        with os.fdopen(descriptor, "wb") as file:
-            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                while chunk := response.read(CHUNK_BYTES):
-                    file.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, target)
+        with (
+            open_atomic(target) as file,
+            urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response,
+        ):
+            while chunk := response.read(CHUNK_BYTES):
+                file.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
     except urllib.error.HTTPError as err:
         raise DataError(f"could not download {url}: HTTP {err.code} {err.reason}") from None
     except urllib.error.URLError as err:
@@ -184,19 +181,4 @@ def _fetch_to(url: str, target: Path) -> tuple[str, int]:
         ) from None
     except OSError as err:
         raise DataError(f"could not download {url}: {err}") from None
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
     return digest.hexdigest(), size
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)

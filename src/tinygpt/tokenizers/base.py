@@ -7,8 +7,6 @@ and loaded without running code from it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import DataConfig
 from tinygpt.errors import CheckpointError, ConfigError
 
@@ -52,18 +51,7 @@ class Tokenizer(ABC):
     def save(self, path: Path) -> None:
         """Write JSON atomically, so a kill mid-write never leaves a truncated tokenizer.json."""
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
-        path = Path(path)
-        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        write_text_atomic(Path(path), text)
 
 
 def tokenizer_classes() -> dict[str, type[Tokenizer]]:

@@ -34,6 +34,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from tinygpt.atomic_files import fsync_directory, write_synced, write_text_atomic
 from tinygpt.config import RunConfig, config_from_dict
 from tinygpt.errors import CheckpointError
 from tinygpt.model.gpt import GPT
@@ -55,34 +56,6 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     train_state: dict[str, Any] | None  # None when only the weights were asked for
     meta: dict[str, Any]
-
-
-# ----------------------------------------------------------------------------------------------
-# Atomic file writes
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync it, rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename inside `path` durable (POSIX needs the directory itself synced)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def sha256_of(data: bytes) -> str:
@@ -191,10 +164,7 @@ def _write_checkpoint_dir(
         (STATE_FILE, state_bytes),
         (META_FILE, (json.dumps(meta, indent=2) + "\n").encode()),
     ):
-        with open(temporary / name, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_synced(temporary / name, data)
     fsync_directory(temporary)
     if target.exists():  # an incomplete leftover of an earlier crash
         shutil.rmtree(target)

@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import RunConfig, apply_overrides, config_from_dict
 from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_tokens
 from tinygpt.data.prepare import PreparedData, prepare_dataset
@@ -42,7 +43,6 @@ from tinygpt.train.checkpoint import (
     read_run_config_dict,
     read_run_info,
     save_checkpoint,
-    write_text_atomic,
 )
 from tinygpt.train.optim import build_optimizer, set_learning_rate
 from tinygpt.train.schedule import learning_rate_at
