@@ -205,58 +205,51 @@ def test_config_file_sits_between_preset_and_flags(capsys, tmp_path, small_text_
     assert saved["model"]["n_embd"] == 32 and saved["preset"] == "baby-shakespeare"
 
 
+def tinygpt_command(*args: object) -> list[str]:
+    return [sys.executable, "-m", "tinygpt.cli", *map(str, args)]
+
+
+def start_endless_training(run_dir: Path, text: Path, eval_interval: int) -> subprocess.Popen:
+    command = tinygpt_command(
+        "train", "--data", text, "--out", run_dir, *TINY,
+        "--max_iters", 100_000, "--eval_interval", eval_interval,
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_until_logged(run_dir: Path, step: int, timeout: float = 120) -> None:
+    metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + timeout
+    while not (metrics.exists() and f'"step": {step},' in metrics.read_text()):
+        assert time.monotonic() < deadline, f"step {step} was never logged"
+        time.sleep(0.05)
+
+
+def last_checkpoint_step(run_dir: Path) -> int:
+    return json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text())["step"]
+
+
+def resume_to(run_dir: Path, max_iters: int) -> subprocess.CompletedProcess:
+    command = tinygpt_command("train", "--resume", run_dir, "--max_iters", max_iters)
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resume_finishes_the_run(tmp_path, small_text_file):
     """The real binary: SIGINT mid-run saves a checkpoint and exits 130; --resume completes."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "tinygpt.cli",
-        "train",
-        "--data",
-        str(small_text_file),
-        "--out",
-        str(run_dir),
-        *TINY,
-        "--max_iters",
-        "100000",
-        "--eval_interval",
-        "50",
-    ]
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (
-        metrics.exists() and '"step": 60' in metrics.read_text()
-    ):
-        time.sleep(0.2)
+    process = start_endless_training(run_dir, small_text_file, eval_interval=50)
+    wait_until_logged(run_dir, 60)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert "resume with: tinygpt train --resume" in out
-    step = json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text())["step"]
-    assert step >= 60
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tinygpt.cli",
-            "train",
-            "--resume",
-            str(run_dir),
-            "--max_iters",
-            str(step + 20),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    step = last_checkpoint_step(run_dir)
+    assert step >= 60  # saved where it stopped, not at the last evaluation (50)
+    resumed = resume_to(run_dir, step + 20)
     assert resumed.returncode == 0, resumed.stderr
     assert f"finished at step {step + 20}" in resumed.stdout
 
@@ -264,45 +257,11 @@ def test_ctrl_c_saves_and_resume_finishes_the_run(tmp_path, small_text_file):
 @pytest.mark.slow
 def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(tmp_path, small_text_file):
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "tinygpt.cli",
-        "train",
-        "--data",
-        str(small_text_file),
-        "--out",
-        str(run_dir),
-        *TINY,
-        "--max_iters",
-        "100000",
-        "--eval_interval",
-        "20",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (
-        metrics.exists() and '"step": 70' in metrics.read_text()
-    ):
-        time.sleep(0.05)
+    process = start_endless_training(run_dir, small_text_file, eval_interval=20)
+    wait_until_logged(run_dir, 70)
     process.kill()
-    process.wait()
-    step = json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text())["step"]
+    process.communicate()
+    step = last_checkpoint_step(run_dir)
     assert step >= 60 and step % 20 == 0
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tinygpt.cli",
-            "train",
-            "--resume",
-            str(run_dir),
-            "--max_iters",
-            str(step + 5),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    resumed = resume_to(run_dir, step + 5)
     assert resumed.returncode == 0, resumed.stderr

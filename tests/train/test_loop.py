@@ -115,9 +115,7 @@ def test_compiled_training_matches_eager_and_saves_the_plain_module(tiny_run_con
         eager.model.state_dict().items(), compiled.model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
-    saved = json.loads(
-        (tmp_path / "compiled" / "checkpoints" / "last" / "meta.json").read_text()
-    )
+    saved = json.loads((tmp_path / "compiled" / "checkpoints" / "last" / "meta.json").read_text())
     assert saved["step"] == 4
     from tinygpt.train.checkpoint import load_checkpoint
 
