@@ -19,6 +19,8 @@ from typing import Any, Literal
 from tinygpt.errors import ConfigError
 
 SECTIONS = ("model", "data", "train", "sample")
+MIN_TRAINED_VOCAB = 300  # a byte-level BPE needs its 256 byte tokens plus special tokens
+MAX_TOKEN_ID = 2**32 - 1  # token files are uint16 or uint32
 
 
 @dataclass(frozen=True)
@@ -59,16 +61,31 @@ class ModelConfig:
 class DataConfig:
     """Where the text comes from and how it becomes tokens."""
 
-    source: str = "tinyshakespeare"  # built-in corpus name, a text file, or an http(s) URL
-    tokenizer: Literal["char"] = "char"  # how text becomes token ids
-    unknown_chars: Literal["error", "unk"] = "error"  # characters outside the vocabulary
-    val_fraction: float = 0.1  # the last 10% of the text is the validation split
+    source: str = "tinyshakespeare"  # corpus name, file, folder, glob, JSON(L), URL, or hf:NAME
+    tokenizer: Literal["char", "bpe", "sentencepiece", "gpt2"] = "char"  # text to token ids
+    tokenizer_vocab_size: int = 8192  # bpe and sentencepiece: vocabulary size to train
+    gpt2_bpe_dir: str = ""  # gpt2 offline: folder of encoder.json + vocab.bpe
+    unknown_chars: Literal["error", "unk"] = "error"  # char: characters outside the vocabulary
+    val_fraction: float = 0.1  # share held out for validation (by document where there are any)
+    text_field: str = "text"  # JSON/JSONL files and Hugging Face datasets: the text column
+    format: Literal["text", "dialog"] = "text"  # dialog: <s> User: ... <sep> Bot: ... </s> turns
+    max_documents: int = 0  # use only the first N documents of each split; 0: all
+    workers: int = 0  # processes that tokenize in parallel; 0: one per core
 
     def __post_init__(self) -> None:
         if not self.source.strip():
             raise ConfigError("data source is empty; give --data PATH_OR_URL or a corpus name")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction={self.val_fraction} must be between 0 and 1")
+        _check_non_negative(self, "max_documents", "workers")
+        if self.tokenizer in ("bpe", "sentencepiece") and not (
+            MIN_TRAINED_VOCAB <= self.tokenizer_vocab_size <= MAX_TOKEN_ID + 1
+        ):
+            raise ConfigError(
+                f"tokenizer_vocab_size={self.tokenizer_vocab_size} must be between "
+                f"{MIN_TRAINED_VOCAB} (the 256 bytes and special tokens) and {MAX_TOKEN_ID + 1} "
+                "(the largest id a uint32 token file holds)"
+            )
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,27 @@ class Tokenizer(ABC):
         """Encode to int64 ids. Subclasses vectorise this: it encodes whole corpora."""
         return np.asarray(self.encode(text), dtype=np.int64)
 
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode many texts; tokenizers with a native multi-threaded batch encoder use it."""
+        return [self.encode(text) for text in texts]
+
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str: ...
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Special token strings and their ids (e.g. {"<|endoftext|>": 50256}); never produced
+        by `encode` from ordinary text, only inserted by code that means them."""
+        return {}
+
+    @property
+    def eot_id(self) -> int | None:
+        """The end-of-text id that separates documents, or None if the vocabulary has none."""
+        return None
+
+    def document_separator(self) -> list[int]:
+        """Ids placed between two documents: the end-of-text token, else a blank line."""
+        return [self.eot_id] if self.eot_id is not None else self.encode("\n\n")
 
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
@@ -96,3 +115,30 @@ def build_tokenizer(config: DataConfig, text: str) -> Tokenizer:
     if config.tokenizer == "char":
         return CharTokenizer.train(text, unknown_chars=config.unknown_chars)
     raise ConfigError(f"tokenizer={config.tokenizer!r} is not one of char")
+
+
+class StreamDecoder:
+    """Turns ids arriving one at a time into text pieces that are safe to print.
+
+    A byte-level token can end in the middle of a UTF-8 character, so decoding each id alone
+    would print replacement characters; this decodes everything so far and releases only the
+    part that can no longer change.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.emitted = 0  # characters of the decoded text already released
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        stable = len(text) - 1 if text.endswith("\ufffd") else len(text)
+        piece, self.emitted = text[self.emitted : stable], max(self.emitted, stable)
+        return piece
+
+    def flush(self) -> str:
+        """Whatever is left at the end, incomplete characters included."""
+        text = self.tokenizer.decode(self.ids)
+        piece, self.emitted = text[self.emitted :], len(text)
+        return piece
