@@ -71,7 +71,13 @@ def test_presets_lists_one_line_each(capsys):
     code, out, _ = run_cli(capsys, "presets")
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == ["baby-shakespeare", "gptiny", "tinygpt-char"]
+    assert names == [
+        "baby-shakespeare",
+        "gptiny",
+        "tinygpt-char",
+        "tinystories-small",
+        "dialog-chatbot",
+    ]
 
 
 def test_train_help_lists_every_field_with_its_default(capsys):

@@ -85,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_field_flags(train)
     train.set_defaults(handler=run_train)
 
+    prepare = commands.add_parser(
+        "prepare",
+        help="tokenize a corpus into memory-mapped token files",
+        usage="tinygpt prepare SOURCE --out DIR [--tokenizer NAME] [--DATA_FIELD VALUE ...]",
+        description="Tokenize SOURCE (text file, folder, glob, JSON/JSONL, URL, hf:NAME, or a "
+        "corpus name) into DIR/train.bin, val.bin, tokenizer.json and meta.json; train on it "
+        "with `tinygpt train --data DIR`. Interrupted runs resume.",
+    )
+    prepare.add_argument("source", metavar="SOURCE")
+    prepare.add_argument("--out", type=Path, required=True, help="the prepared-data directory")
+    _add_field_flags(prepare, sections=("data",))
+    prepare.set_defaults(handler=run_prepare)
+
     sample = commands.add_parser("sample", help="generate text from a trained run")
     sample.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     sample.add_argument("--prompt", help="text to continue (default: the run's sample.prompt)")
@@ -104,11 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_field_flags(parser: argparse.ArgumentParser) -> None:
+def _add_field_flags(
+    parser: argparse.ArgumentParser,
+    sections: tuple[str, ...] = ("model", "data", "train", "sample"),
+) -> None:
     """One flag per config field, `--n_layer` and `--model.n_layer` alike; values stay text
     here and are parsed by the field's type in `apply_overrides`."""
     help_texts = _field_comments()
     for section, cls in section_classes().items():
+        if section not in sections:
+            continue
         group = parser.add_argument_group(f"{section} fields ({cls.__doc__})")
         defaults = cls()
         for name, (field_section, annotation, _) in all_fields().items():
@@ -242,6 +260,22 @@ def run_sample(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from tinygpt.data.prepare import prepare_dataset
+
+    overrides = {**_field_overrides(args), "data.source": args.source}
+    config = apply_overrides(RunConfig(), overrides).data
+    if (args.out / "meta.json").exists():
+        raise ConfigError(f"{args.out} already holds prepared data; choose another --out")
+    prepared = prepare_dataset(config, out_dir=args.out)
+    print(
+        f"{prepared.directory}: {prepared.train_tokens:,} train and {prepared.val_tokens:,} val "
+        f"tokens ({prepared.dtype}), vocab {prepared.vocab_size:,}; train with: tinygpt train "
+        f"--data {prepared.directory} --tokenizer {config.tokenizer} --out RUN_DIR"
+    )
     return 0
 
 

@@ -112,6 +112,7 @@ class TrainConfig:
     beta2: float = 0.99  # AdamW
     grad_clip: float = 1.0  # 0: no clipping
     label_smoothing: float = 0.0  # training loss only; evaluation reports plain cross-entropy
+    loss_on: Literal["all", "bot"] = "all"  # bot: learn only the Bot turns of dialog data
     eval_interval: int = 250  # evaluate and save a checkpoint every this many steps
     eval_iters: int = 200  # batches per split in each evaluation
     log_interval: int = 10  # steps between train-loss lines in metrics.jsonl

@@ -98,10 +98,64 @@ def tinygpt_char() -> RunConfig:
     )
 
 
+def tinystories_small() -> RunConfig:
+    """Seed 003, small GPT on TinyStories with GPT-2's tokenizer: 4 layers x 256, block 128.
+
+    Seed 003's table: vocab 50,304 (GPT-2's 50,257 padded to a multiple of 64), 4 layers, 4 heads,
+    n_embd 256, dropout 0.1, biases on, AdamW (beta2 0.95, weight decay 0.1), lr 1e-4 to 1e-5
+    on a cosine schedule with warm restarts, batch 32 with 32 accumulation steps (131k tokens a
+    step), bf16 autocast, label smoothing 0.1. 16.9M parameters, 12.9M of them the embedding.
+    Reads hf:roneneldan/TinyStories; offline, pass --data with local TinyStories text."""
+    return RunConfig(
+        model=ModelConfig(
+            vocab_size=50304, block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.1,
+            bias=True,
+        ),
+        data=DataConfig(source="hf:roneneldan/TinyStories", tokenizer="gpt2"),
+        train=TrainConfig(
+            batch_size=32, gradient_accumulation_steps=32, max_iters=10_000,
+            learning_rate=1e-4, min_lr=1e-5, warmup_iters=200, lr_schedule="cosine_restarts",
+            restart_iters=2_000, restart_mult=2, beta2=0.95, weight_decay=0.1, grad_clip=1.0,
+            dtype="bfloat16", label_smoothing=0.1, eval_interval=250, eval_iters=50,
+        ),
+        sample=SampleConfig(prompt="Once upon a time", max_new_tokens=200, top_k=50),
+        preset="tinystories-small",
+    )  # fmt: skip
+
+
+def dialog_chatbot() -> RunConfig:
+    """Seed 002, dialog chatbot: 8 layers x 384, 6 heads, SentencePiece 32k, DailyDialog.
+
+    Seed 002's table: n_embd 384, 6 heads (64 dimensions each), 8 layers, FFN 1536, sequences
+    of 128 tokens, a SentencePiece BPE of ~32,000 tokens with <s>/<sep>/</s> markers, dropout
+    0.05, batch 32, lr 1e-4 cosine with warm-up, gradient clipping 1.0, early stopping on the
+    validation loss; conversations rendered as `<s> User: ... <sep> Bot: ... </s>` and the loss
+    taken on Bot turns only. Reads hf:daily_dialog; offline, pass --data with the DailyDialog
+    folder (train/validation/test)."""
+    return RunConfig(
+        model=ModelConfig(
+            block_size=128, n_layer=8, n_head=6, n_embd=384, ffn_hidden=1536, dropout=0.05,
+        ),
+        data=DataConfig(
+            source="hf:daily_dialog", tokenizer="sentencepiece", tokenizer_vocab_size=32_000,
+            format="dialog",
+        ),
+        train=TrainConfig(
+            batch_size=32, max_iters=4_000, learning_rate=1e-4, min_lr=1e-5, warmup_iters=200,
+            grad_clip=1.0, weight_decay=0.1, beta2=0.99, dtype="auto", patience=5,
+            eval_interval=200, eval_iters=50, loss_on="bot",
+        ),
+        sample=SampleConfig(max_new_tokens=60, temperature=0.7, top_k=50),
+        preset="dialog-chatbot",
+    )  # fmt: skip
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "baby-shakespeare": baby_shakespeare,
     "gptiny": gptiny,
     "tinygpt-char": tinygpt_char,
+    "tinystories-small": tinystories_small,
+    "dialog-chatbot": dialog_chatbot,
 }
 
 

@@ -87,13 +87,14 @@ def test_a_different_val_fraction_is_prepared_separately(corpus: Path, cache_dir
 def test_an_interrupted_write_leaves_no_complete_looking_directory(
     corpus: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    def interrupted(path: Path, meta: dict) -> None:
+    def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare, "_write_meta", interrupted)
+    monkeypatch.setattr(prepare, "_cut_by_position", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(DataConfig(source=str(corpus)))
-    assert list((cache_dir / "prepared").iterdir()) == []
+    visible = [p for p in (cache_dir / "prepared").iterdir() if not p.name.startswith(".")]
+    assert visible == []  # only the hidden work directory a resumed run continues from
     monkeypatch.undo()
     monkeypatch.setenv("TINYGPT_CACHE_DIR", str(cache_dir))
     prepared = prepare_dataset(DataConfig(source=str(corpus)))
@@ -129,7 +130,9 @@ def test_large_vocabularies_use_uint32(tmp_path: Path, cache_dir: Path):
     tokens = np.concatenate(
         [open_tokens(p, "uint32") for p in (prepared.train_path, prepared.val_path)]
     )
-    assert tokens.tolist() == list(range(len(text)))
+    tokenizer = load_tokenizer(prepared.tokenizer_path)
+    assert tokenizer.vocab_size == len(text) + 1  # + "\n", the document separator
+    assert tokens.tolist() == list(range(1, len(text) + 1))
 
 
 def test_tinyshakespeare_matches_nanogpt_split(cache_dir: Path):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import socket
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt.data.sources import default_cache_dir, read_source
+from tinygpt.config import DataConfig
+from tinygpt.data.sources import default_cache_dir, open_corpus, read_source, split_documents
 from tinygpt.errors import DataError
 
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -81,6 +83,35 @@ def test_a_directory_raises_a_data_error(tmp_path: Path):
         read_source(str(tmp_path))
 
 
+@pytest.mark.parametrize(
+    "content",
+    [None, b"", b" \n", b"a\x00b", b"caf\xc3\xa9 caf\xe9", b"\xef\xbb\xbfcaf\xe9", b"caf\xc3"],
+    ids=["missing", "empty", "whitespace", "binary", "latin1", "bom-latin1", "cut-character"],
+)
+def test_open_corpus_reports_bad_files_as_read_source_does(tmp_path: Path, content: bytes | None):
+    path = tmp_path / "input.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as expected:
+        read_source(str(path))
+    message = str(expected.value).split(";")[0]  # the fix hint lists more source kinds
+    with pytest.raises(DataError, match=re.escape(message)):
+        open_corpus(DataConfig(source=str(path)))
+
+
+@pytest.mark.parametrize(
+    ("text", "documents"),
+    [
+        ("one text\n\nwith paragraphs\n", ["one text\n\nwith paragraphs\n"]),
+        ("<|endoftext|>\na\n<|endoftext|>\n\n<|endoftext|>\nb", ["a", "b"]),
+        ("a\n  <|endoftext|>  \nb\n", ["a", "b"]),
+        ("a <|endoftext|> b\n", ["a <|endoftext|> b\n"]),  # not alone on its line
+    ],
+)
+def test_split_documents_on_endoftext_lines_only(text: str, documents: list[str]):
+    assert list(split_documents(io.StringIO(text, newline=""))) == documents
+
+
 # ----------------------------------------------------------------------------------------------
 # Downloads from a local server
 
@@ -138,6 +169,15 @@ def test_url_is_downloaded_once_and_reused(server: Server, cache_dir: Path):
     assert record["sha256"] == first.sha256
     assert record["bytes"] == len(CORPUS.encode("utf-8"))
     assert "downloaded_at" in record
+
+
+def test_url_corpus_is_downloaded_once(server: Server):
+    url = f"{server.base_url}/corpus.txt"
+    corpus = open_corpus(DataConfig(source=url))
+    assert list(corpus.documents("train")) == [CORPUS]
+    assert corpus.origin == url
+    assert open_corpus(DataConfig(source=url)).fingerprint == corpus.fingerprint
+    assert server.requests == ["/corpus.txt"]
 
 
 def test_a_corrupted_download_is_fetched_again(server: Server, cache_dir: Path):

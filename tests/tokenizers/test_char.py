@@ -105,8 +105,8 @@ def test_load_tokenizer_errors_name_the_file(tmp_path: Path):
     with pytest.raises(CheckpointError, match=r"bad\.json is not readable JSON"):
         load_tokenizer(bad_json)
     unknown = tmp_path / "unknown.json"
-    unknown.write_text('{"kind": "sentencepiece"}', encoding="utf-8")
-    with pytest.raises(CheckpointError, match="unknown kind 'sentencepiece'"):
+    unknown.write_text('{"kind": "wordpiece"}', encoding="utf-8")
+    with pytest.raises(CheckpointError, match="unknown kind 'wordpiece'"):
         load_tokenizer(unknown)
     malformed = tmp_path / "malformed.json"
     malformed.write_text('{"kind": "char", "chars": ["b", "a"]}', encoding="utf-8")
@@ -115,7 +115,7 @@ def test_load_tokenizer_errors_name_the_file(tmp_path: Path):
 
 
 def test_build_tokenizer_follows_the_config():
-    tokenizer = build_tokenizer(DataConfig(unknown_chars="unk"), "ba")
+    tokenizer = build_tokenizer(DataConfig(unknown_chars="unk"), lambda: ["ba"])
     assert isinstance(tokenizer, CharTokenizer)
     assert tokenizer.chars == ("a", "b")
     assert tokenizer.unk_id == 2

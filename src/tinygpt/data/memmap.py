@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from tinygpt.errors import DataError
+from tinygpt.model.loss import IGNORE_INDEX
 
 TOKEN_DTYPES = ("uint16", "uint32")
 
@@ -32,16 +33,34 @@ def open_tokens(path: Path, dtype: str) -> np.memmap:
         ) from None
 
 
+def open_loss_mask(path: Path) -> np.memmap:
+    """A split's loss mask: one byte a token, 1 where the token is a target to learn."""
+    try:
+        return np.memmap(path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"could not open loss mask {path} ({err}); prepare the data again"
+        ) from None
+
+
 class BatchSampler:
     """Draws `batch_size` windows of `block_size + 1` tokens at uniformly random offsets."""
 
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        block_size: int,
+        batch_size: int,
+        seed: int,
+        loss_mask: np.ndarray | None = None,
+    ) -> None:
         if len(tokens) <= block_size:
             raise DataError(
                 f"the split has {len(tokens)} tokens but block_size is {block_size}; "
                 "use a smaller --block_size or more text"
             )
         self.tokens = tokens
+        self.loss_mask = loss_mask  # 1 where the token is a target worth learning (dialog bots)
         self.block_size = block_size
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -52,9 +71,13 @@ class BatchSampler:
         # the highest offset is len - block_size - 1, so the last target is the last token
         high = len(self.tokens) - self.block_size
         offsets = torch.randint(high, (self.batch_size,), generator=self.generator).numpy()
-        windows = np.asarray(self.tokens[offsets[:, None] + self._window])  # (B, T + 1)
-        windows = torch.from_numpy(windows.astype(np.int64))
-        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+        positions = offsets[:, None] + self._window  # (B, T + 1)
+        windows = torch.from_numpy(np.asarray(self.tokens[positions]).astype(np.int64))
+        x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+        if self.loss_mask is not None:
+            learn = torch.from_numpy(np.asarray(self.loss_mask[positions[:, 1:]]).astype(bool))
+            y = y.masked_fill(~learn, IGNORE_INDEX)  # targets outside Bot turns do not count
+        return x, y
 
     def get_state(self) -> Tensor:
         return self.generator.get_state()
@@ -64,9 +87,14 @@ class BatchSampler:
 
 
 def fixed_eval_batches(
-    tokens: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int
+    tokens: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    n_batches: int,
+    seed: int,
+    loss_mask: np.ndarray | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """The same `n_batches` batches for the same seed: evaluations compare, and training's RNG
     is never advanced by evaluating."""
-    sampler = BatchSampler(tokens, block_size, batch_size, seed)  # raises now, not on first next
+    sampler = BatchSampler(tokens, block_size, batch_size, seed, loss_mask)  # raises now
     return (sampler.next_batch() for _ in range(n_batches))

@@ -1,34 +1,58 @@
-"""Text to `train.bin`, `val.bin`, `tokenizer.json` and `meta.json`, cached by content.
+"""A corpus to `train.bin`, `val.bin` (+ loss masks for dialogs), `tokenizer.json`, `meta.json`.
 
-Follows nanoGPT's shakespeare_char recipe so that losses compare one to one: the tokenizer is
-trained on the whole text, and the split is by position (the first 90% train, the rest val).
+Streamed, parallel and resumable, so a multi-gigabyte corpus is prepared in bounded memory on
+every core, and an interrupted run picks up where it stopped:
+
+1. the tokenizer is trained (or loaded) once and saved in a work directory;
+2. documents are grouped into shards of about SHARD_TEXT_BYTES; worker processes encode them;
+   each finished shard is written with a `.done` marker, and a resumed run skips those;
+3. the shards are concatenated into the final files in a temporary directory that is renamed
+   into place: a reader sees complete prepared data or none.
+
+Which text is validation:
+- the source's own validation split where it has one (DailyDialog, Hugging Face datasets);
+- otherwise whole documents, every document going to validation with probability val_fraction
+  by a fixed rule on its index (never a cut through the middle of a story);
+- a corpus that is a single document (TinyShakespeare) is cut by position: the first 90% of the
+  tokens train, the rest validate, exactly as nanoGPT does, so losses compare one to one.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
+import itertools
 import json
 import logging
+import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from tinygpt.atomic_files import fsync_directory, write_synced
+from tinygpt.atomic_files import fsync_directory, write_bytes_atomic, write_synced
 from tinygpt.config import DataConfig
-from tinygpt.data.sources import default_cache_dir, read_source
+from tinygpt.data.chat_format import Conversation, encode_conversation, render_text
+from tinygpt.data.sources import Corpus, default_cache_dir, open_corpus
 from tinygpt.errors import DataError
-from tinygpt.tokenizers.base import build_tokenizer
+from tinygpt.tokenizers.base import Tokenizer, build_tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the files' layout or meaning changes; old caches are then ignored
+FORMAT_VERSION = 2  # bump when the files' layout or meaning changes; old caches are then ignored
+SHARD_TEXT_BYTES = 4 << 20  # text per unit of parallel work: big enough to amortise, small in RAM
 MIN_SPLIT_TOKENS = 2  # a split needs at least one (input, target) pair
+GOLDEN_RATIO_FRACTION = 0.6180339887498949  # spreads document indices evenly over [0, 1)
+
+Document = str | Conversation
 
 
 @dataclass(frozen=True)
@@ -41,77 +65,376 @@ class PreparedData:
     vocab_size: int
     train_tokens: int
     val_tokens: int
-    source_sha256: str
+    source_sha256: str  # the corpus fingerprint
+    has_loss_mask: bool = False  # dialogs: train.mask.bin / val.mask.bin, 1 on Bot tokens
+
+    def mask_path(self, split: str) -> Path | None:
+        return self.directory / f"{split}.mask.bin" if self.has_loss_mask else None
 
 
-def prepare_dataset(config: DataConfig, cache_dir: Path | None = None) -> PreparedData:
-    """Tokenize and split `config.source` once; later calls with the same text reuse the files."""
+def prepare_dataset(
+    config: DataConfig, cache_dir: Path | None = None, out_dir: Path | None = None
+) -> PreparedData:
+    """Tokenize and split `config.source` once into `out_dir` (default: the cache, keyed by
+    content); later calls with the same content reuse it. A source that is itself a prepared
+    directory is used as it is."""
+    already = _prepared_source(config)
+    if already is not None:
+        return already
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
-    source = read_source(config.source, cache_dir)
-    directory = cache_dir / "prepared" / dataset_key(source.sha256, config)
+    corpus = open_corpus(config, cache_dir)
+    directory = out_dir or cache_dir / "prepared" / dataset_key(corpus.fingerprint, config)
     existing = _load_if_complete(directory)
     if existing is not None:
         logger.info("reusing prepared data in %s", directory)
         return existing
-
-    tokenizer = build_tokenizer(config, source.text)
-    tokens = tokenizer.encode_array(source.text)
-    train, val = split_tokens(tokens, config.val_fraction)
-    dtype = "uint16" if tokenizer.vocab_size <= 1 << 16 else "uint32"
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "dtype": dtype,
-        "vocab_size": tokenizer.vocab_size,
-        "train_tokens": len(train),
-        "val_tokens": len(val),
-        "source_sha256": source.sha256,
-        "origin": source.origin,
-        "tokenizer": tokenizer.kind,
-        "unknown_chars": config.unknown_chars,
-        "val_fraction": config.val_fraction,
-    }
-
-    def write(temp_dir: Path) -> None:
-        _write_tokens(temp_dir / "train.bin", train, dtype)
-        _write_tokens(temp_dir / "val.bin", val, dtype)
-        tokenizer.save(temp_dir / "tokenizer.json")
-        _write_meta(temp_dir / "meta.json", meta)
-
-    _publish_directory(directory, write)
+    work = directory.with_name(f".{directory.name}.work")
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer_in(work, config, corpus)
+    started = time.perf_counter()
+    plan = _split_plan(corpus)
+    streams = _encode_corpus(config, corpus, tokenizer, work, plan)
+    meta = _assemble(directory, work, streams, tokenizer, corpus, config, plan)
+    shutil.rmtree(work, ignore_errors=True)
     logger.info(
-        "prepared %s: %d train and %d val tokens, vocab %d, in %s",
-        source.origin,
-        len(train),
-        len(val),
-        tokenizer.vocab_size,
-        directory,
-    )
+        "prepared %s in %.1f s: %d train and %d val tokens (%s), vocab %d, in %s",
+        corpus.origin, time.perf_counter() - started, meta["train_tokens"],
+        meta["val_tokens"], plan, tokenizer.vocab_size, directory,
+    )  # fmt: skip
     return load_prepared(directory)
 
 
-def dataset_key(source_sha256: str, config: DataConfig) -> str:
+def _prepared_source(config: DataConfig) -> PreparedData | None:
+    """`--data DIR` where DIR was written by `tinygpt prepare`: check it suits the config."""
+    directory = Path(config.source).expanduser()
+    if not (directory / "meta.json").is_file():
+        return None
+    prepared = _load_if_complete(directory)
+    if prepared is None:
+        raise DataError(f"{directory} holds incomplete prepared data; run tinygpt prepare again")
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    if meta["tokenizer"] != config.tokenizer:
+        raise DataError(
+            f"{directory} was prepared with the {meta['tokenizer']} tokenizer but the run asks "
+            f"for {config.tokenizer}; pass --tokenizer {meta['tokenizer']} or prepare it again"
+        )
+    return prepared
+
+
+def dataset_key(fingerprint: str, config: DataConfig) -> str:
     """Everything that changes the files' content, and nothing else (not the source's path)."""
     identity = {
-        "source_sha256": source_sha256,
+        "fingerprint": fingerprint,
         "tokenizer": config.tokenizer,
+        "tokenizer_vocab_size": config.tokenizer_vocab_size,
         "unknown_chars": config.unknown_chars,
         "val_fraction": config.val_fraction,
+        "text_field": config.text_field,
+        "format": config.format,
+        "max_documents": config.max_documents,
         "format_version": FORMAT_VERSION,
     }
+    if config.tokenizer in ("char", "gpt2"):  # their vocabulary does not depend on this field
+        identity.pop("tokenizer_vocab_size")
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Contiguous split as in nanoGPT (`data[:int(n * 0.9)]`), not a shuffle: val is unseen text."""
-    n_train = int(len(tokens) * (1.0 - val_fraction))
-    train, val = tokens[:n_train], tokens[n_train:]
-    if len(train) < MIN_SPLIT_TOKENS or len(val) < MIN_SPLIT_TOKENS:
-        raise DataError(
-            f"the text has {len(tokens)} tokens, which leaves {len(train)} for training and "
-            f"{len(val)} for validation (val_fraction={val_fraction}); each split needs at least "
-            f"{MIN_SPLIT_TOKENS}: give more text or change --val_fraction"
+# ----------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def _tokenizer_in(work: Path, config: DataConfig, corpus: Corpus) -> Tokenizer:
+    """Train the tokenizer on the training documents once; a resumed run loads it back."""
+    path = work / "tokenizer.json"
+    if path.exists():
+        return load_tokenizer(path)
+
+    # Char vocabularies come from every split (nanoGPT's convention: validation has no unknown
+    # characters) plus the document separator; subword vocabularies learn from training text.
+    splits = corpus.splits if config.tokenizer == "char" else ("train",)
+    extra = ["\n\n"] if config.tokenizer == "char" else []
+
+    def training_texts() -> Iterator[str]:
+        texts = (_as_text(doc) for split in splits for doc in _docs(corpus, split))
+        return itertools.chain(texts, extra)
+
+    tokenizer = build_tokenizer(config, training_texts)
+    tokenizer.save(path)
+    return tokenizer
+
+
+def _as_text(document: Document) -> str:
+    return document if isinstance(document, str) else render_text(document)
+
+
+def _docs(corpus: Corpus, split: str) -> Iterator[Document]:
+    return iter(corpus.documents(split))
+
+
+# ----------------------------------------------------------------------------------------------
+# Which text goes where
+
+
+def _split_plan(corpus: Corpus) -> str:
+    if "validation" in corpus.splits:
+        return "own_split"
+    first_two = list(itertools.islice(_docs(corpus, "train"), 2))
+    if not first_two:
+        raise DataError(f"{corpus.origin} has no documents; give a corpus with some text")
+    return "by_position" if len(first_two) == 1 else "by_document"
+
+
+def _jobs(corpus: Corpus, config: DataConfig, plan: str) -> Iterator[tuple[str, list[Any]]]:
+    """(shard name, [(destination, document), ...]) in a fixed order, so a resumed run cuts the
+    same shards and can skip the finished ones."""
+    if plan == "own_split":
+        for split, dest in (("train", "train"), ("validation", "val")):
+            yield from _shards(split, ((dest, doc) for doc in _docs(corpus, split)))
+    elif plan == "by_document":
+        assigned = (
+            ("val" if _is_validation(index, config.val_fraction) else "train", doc)
+            for index, doc in enumerate(_docs(corpus, "train"))
         )
-    return train, val
+        yield from _shards("train", assigned)
+    else:  # one document: cut into pieces at line ends, encoded in parallel, split afterwards
+        (document,) = _docs(corpus, "train")
+        yield from _shards("train", (("all", piece) for piece in _pieces(_as_text(document))))
+
+
+def _is_validation(index: int, val_fraction: float) -> bool:
+    return (index * GOLDEN_RATIO_FRACTION) % 1.0 < val_fraction
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """Cut one long text into ~SHARD_TEXT_BYTES pieces, each ending with a newline that is
+    followed by a non-space character, where every tokenizer here starts a new word anyway."""
+    start = 0
+    while start < len(text):
+        end = start + SHARD_TEXT_BYTES
+        while end < len(text) and not (text[end - 1] == "\n" and not text[end].isspace()):
+            end += 1
+        yield text[start:end]
+        start = end
+
+
+def _shards(split: str, items: Iterable[tuple[str, Document]]) -> Iterator[tuple[str, list]]:
+    batch: list[tuple[str, Document]] = []
+    size = 0
+    for index in itertools.count():
+        for item in items:
+            batch.append(item)
+            size += _size(item[1])
+            if size >= SHARD_TEXT_BYTES:
+                break
+        if not batch:
+            return
+        yield f"{split}-{index:06d}", batch
+        batch, size = [], 0
+
+
+def _size(document: Document) -> int:
+    """Characters of text, the unit shards are cut and progress is counted in."""
+    if isinstance(document, str):
+        return len(document)
+    return sum(len(user) + len(bot) for user, bot in document.turns)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parallel encoding
+
+
+def _encode_corpus(
+    config: DataConfig, corpus: Corpus, tokenizer: Tokenizer, work: Path, plan: str
+) -> dict[str, list[str]]:
+    """Encode every shard not already done; returns, per destination, the shard names in order."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    workers = config.workers or os.cpu_count() or 1
+    total = sum(corpus.total_bytes(split) or 0 for split in corpus.splits) or None
+    progress = tqdm(
+        total=total, unit="B", unit_scale=True, desc="tokenize", disable=not sys.stderr.isatty()
+    )
+    names: dict[str, list[str]] = {"train": [], "val": [], "all": []}
+    with progress, EncoderPool(workers, work / "tokenizer.json", config.format) as submit:
+        pending: list[tuple[str, list, concurrent.futures.Future | None]] = []
+        for name, batch in _jobs(corpus, config, plan):
+            done = (work / f"{name}.done").exists()
+            pending.append((name, batch, None if done else submit(batch)))
+            if len(pending) >= 2 * workers:  # bounded memory: at most 2 shards per worker
+                _finish(pending.pop(0), work, dtype, names, progress)
+        while pending:
+            _finish(pending.pop(0), work, dtype, names, progress)
+    return names
+
+
+def _finish(
+    entry: tuple[str, list, concurrent.futures.Future | None],
+    work: Path,
+    dtype: str,
+    names: dict[str, list[str]],
+    progress: tqdm,
+) -> None:
+    name, batch, future = entry
+    if future is not None:
+        outputs = future.result()
+        for dest, (ids, mask) in outputs.items():
+            write_synced(work / f"{name}.{dest}.bin", ids.astype(dtype).tobytes())
+            if mask is not None:
+                write_synced(work / f"{name}.{dest}.mask.bin", mask.tobytes())
+        write_bytes_atomic(work / f"{name}.done", json.dumps(sorted(outputs)).encode())
+    for dest in json.loads((work / f"{name}.done").read_text()):
+        names[dest].append(name)
+    progress.update(sum(_size(doc) for _, doc in batch))
+
+
+class EncoderPool:
+    """Submit shards to worker processes, or encode inline when one worker is asked for."""
+
+    def __init__(self, workers: int, tokenizer_path: Path, data_format: str) -> None:
+        self.args = (str(tokenizer_path), data_format)
+        self.executor = None
+        if workers > 1:
+            # spawn, not fork: the parent may hold torch's and tokenizers' thread pools
+            self.executor = concurrent.futures.ProcessPoolExecutor(
+                workers, multiprocessing.get_context("spawn"), _init_worker, self.args
+            )
+
+    def __enter__(self) -> Callable[[list], concurrent.futures.Future]:
+        if self.executor is None:
+            _init_worker(*self.args)
+            return _run_inline
+        return lambda batch: self.executor.submit(_encode_batch, batch)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_inline(batch: list) -> concurrent.futures.Future:
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_result(_encode_batch(batch))
+    return future
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer_path: str, data_format: str) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per worker process
+    _WORKER["tokenizer"] = load_tokenizer(Path(tokenizer_path))
+    _WORKER["format"] = data_format
+
+
+def _encode_batch(batch: list[tuple[str, Document]]) -> dict[str, tuple[np.ndarray, Any]]:
+    """Encode one shard: per destination, the ids (documents each followed by the separator)
+    and, for dialogs, the loss mask (1 on Bot reply tokens)."""
+    tokenizer: Tokenizer = _WORKER["tokenizer"]
+    is_dialog = _WORKER["format"] == "dialog"
+    separator = np.asarray(tokenizer.document_separator(), dtype=np.int64)
+    no_loss = np.zeros(len(separator), dtype=np.uint8)
+    ids: dict[str, list[np.ndarray]] = {}
+    masks: dict[str, list[np.ndarray]] = {}
+    for dest, document in batch:
+        if is_dialog:
+            doc_ids, doc_mask = encode_conversation(document, tokenizer)
+            masks.setdefault(dest, []).extend([np.asarray(doc_mask, dtype=np.uint8), no_loss])
+            doc_array = np.asarray(doc_ids, dtype=np.int64)
+        else:
+            doc_array = tokenizer.encode_array(document)
+        ids.setdefault(dest, []).extend([doc_array, separator])
+    return {
+        dest: (np.concatenate(arrays), np.concatenate(masks[dest]) if is_dialog else None)
+        for dest, arrays in ids.items()
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Final files
+
+
+def token_dtype(vocab_size: int) -> str:
+    return "uint16" if vocab_size <= 1 << 16 else "uint32"
+
+
+def _assemble(
+    directory: Path,
+    work: Path,
+    streams: dict[str, list[str]],
+    tokenizer: Tokenizer,
+    corpus: Corpus,
+    config: DataConfig,
+    plan: str,
+) -> dict[str, Any]:
+    dtype = token_dtype(tokenizer.vocab_size)
+    has_mask = config.format == "dialog"
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "dtype": dtype,
+        "vocab_size": tokenizer.vocab_size,
+        "source_sha256": corpus.fingerprint,
+        "origin": corpus.origin,
+        "tokenizer": tokenizer.kind,
+        "unknown_chars": config.unknown_chars,
+        "val_fraction": config.val_fraction,
+        "split": plan,
+        "format": config.format,
+        "has_loss_mask": has_mask,
+    }
+
+    def write(temp_dir: Path) -> None:
+        if plan == "by_position":
+            counts = _cut_by_position(work, streams["all"], temp_dir, dtype, tokenizer, config)
+        else:
+            counts = {
+                dest: _concatenate(work, streams[dest], dest, temp_dir, has_mask, dtype)
+                for dest in ("train", "val")
+            }
+        for dest, count in counts.items():
+            if count < MIN_SPLIT_TOKENS:
+                raise DataError(
+                    f"{corpus.origin} leaves {count} tokens for {dest} (val_fraction="
+                    f"{config.val_fraction}); each split needs at least {MIN_SPLIT_TOKENS}: "
+                    "give more text or change --val_fraction"
+                )
+        meta.update(train_tokens=counts["train"], val_tokens=counts["val"])
+        shutil.copyfile(work / "tokenizer.json", temp_dir / "tokenizer.json")
+        write_synced(temp_dir / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
+
+    _publish_directory(directory, write)
+    return meta
+
+
+def _concatenate(
+    work: Path, names: list[str], dest: str, out_dir: Path, has_mask: bool, dtype: str
+) -> int:
+    suffixes = [".bin", ".mask.bin"] if has_mask else [".bin"]
+    for suffix in suffixes:
+        with open(out_dir / f"{dest}{suffix}", "wb") as out:
+            for name in names:
+                with open(work / f"{name}.{dest}{suffix}", "rb") as shard:
+                    shutil.copyfileobj(shard, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    return (out_dir / f"{dest}.bin").stat().st_size // np.dtype(dtype).itemsize
+
+
+def _cut_by_position(
+    work: Path, names: list[str], out_dir: Path, dtype: str, tokenizer: Tokenizer,
+    config: DataConfig,
+) -> dict[str, int]:  # fmt: skip
+    """The single document's tokens, without its trailing separator, cut at 1 - val_fraction."""
+    total = _concatenate(work, names, "all", out_dir, False, dtype)
+    tokens = np.memmap(out_dir / "all.bin", dtype=dtype, mode="r")
+    total -= len(tokenizer.document_separator())
+    n_train = int(total * (1.0 - config.val_fraction))
+    for dest, (start, stop) in (("train", (0, n_train)), ("val", (n_train, total))):
+        with open(out_dir / f"{dest}.bin", "wb") as out:
+            for chunk_start in range(start, stop, 1 << 24):
+                out.write(tokens[chunk_start : min(stop, chunk_start + (1 << 24))].tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+    del tokens
+    (out_dir / "all.bin").unlink()
+    return {"train": n_train, "val": total - n_train}
 
 
 def load_prepared(directory: Path) -> PreparedData:
@@ -130,6 +453,7 @@ def load_prepared(directory: Path) -> PreparedData:
             train_tokens=int(meta["train_tokens"]),
             val_tokens=int(meta["val_tokens"]),
             source_sha256=str(meta["source_sha256"]),
+            has_loss_mask=bool(meta.get("has_loss_mask", False)),
         )
     except FileNotFoundError:
         raise DataError(f"{meta_path} does not exist; prepare the data again") from None
@@ -147,12 +471,15 @@ def _load_if_complete(directory: Path) -> PreparedData | None:
     except (OSError, ValueError, DataError, AttributeError):
         return None
     itemsize = np.dtype(prepared.dtype).itemsize
-    sizes_match = (
-        _size_or_none(prepared.train_path) == prepared.train_tokens * itemsize
-        and _size_or_none(prepared.val_path) == prepared.val_tokens * itemsize
-        and prepared.tokenizer_path.is_file()
-    )
-    return prepared if sizes_match else None
+    expected = {
+        prepared.train_path: prepared.train_tokens * itemsize,
+        prepared.val_path: prepared.val_tokens * itemsize,
+    }
+    if prepared.has_loss_mask:
+        expected[directory / "train.mask.bin"] = prepared.train_tokens
+        expected[directory / "val.mask.bin"] = prepared.val_tokens
+    sizes_match = all(_size_or_none(path) == size for path, size in expected.items())
+    return prepared if sizes_match and prepared.tokenizer_path.is_file() else None
 
 
 def _size_or_none(path: Path) -> int | None:
@@ -160,14 +487,6 @@ def _size_or_none(path: Path) -> int | None:
         return path.stat().st_size
     except OSError:
         return None
-
-
-def _write_tokens(path: Path, tokens: np.ndarray, dtype: str) -> None:
-    write_synced(path, tokens.astype(np.dtype(dtype).newbyteorder("<")).tobytes())
-
-
-def _write_meta(path: Path, meta: dict[str, Any]) -> None:
-    write_synced(path, (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def _publish_directory(directory: Path, write: Callable[[Path], None]) -> None:

@@ -12,12 +12,15 @@ def language_model_loss(logits: Tensor, targets: Tensor, label_smoothing: float 
     """Mean next-token cross-entropy over every position whose target is not IGNORE_INDEX.
 
     logits (B, T, V), targets (B, T). Computed in fp32 whatever the autocast dtype, because the
-    log-sum-exp over the vocabulary loses precision in bf16.
+    log-sum-exp over the vocabulary loses precision in bf16. A batch whose targets are all
+    ignored (a window of dialog without a Bot turn) gives 0, not the NaN of an empty mean.
     """
     B, T, V = logits.shape
-    return F.cross_entropy(
+    total = F.cross_entropy(
         logits.float().view(B * T, V),
         targets.view(B * T),
         ignore_index=IGNORE_INDEX,
         label_smoothing=label_smoothing,
+        reduction="sum",
     )
+    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,13 @@ class Tokenizer(ABC):
 
 def tokenizer_classes() -> dict[str, type[Tokenizer]]:
     """Every tokenizer kind; imported here, not at module level, because they import this module."""
+    from tinygpt.tokenizers.bpe import BPETokenizer
     from tinygpt.tokenizers.char import CharTokenizer
+    from tinygpt.tokenizers.sentencepiece_bpe import SentencePieceTokenizer
+    from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
 
-    return {CharTokenizer.kind: CharTokenizer}
+    classes = (CharTokenizer, BPETokenizer, SentencePieceTokenizer, GPT2Tokenizer)
+    return {cls.kind: cls for cls in classes}
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
@@ -108,13 +112,31 @@ def load_tokenizer(path: Path) -> Tokenizer:
         ) from None
 
 
-def build_tokenizer(config: DataConfig, text: str) -> Tokenizer:
-    """Train the tokenizer that `config` asks for on `text`."""
+def build_tokenizer(config: DataConfig, documents: Callable[[], Iterable[str]]) -> Tokenizer:
+    """Train the tokenizer that `config` asks for on the corpus.
+
+    `documents()` returns a fresh iterator over the training documents: a corpus may not fit in
+    memory, so trainers stream it (and a trainer that needs two passes calls it twice).
+    """
+    from tinygpt.tokenizers.bpe import BPETokenizer
     from tinygpt.tokenizers.char import CharTokenizer
+    from tinygpt.tokenizers.sentencepiece_bpe import SentencePieceTokenizer
+    from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
 
     if config.tokenizer == "char":
-        return CharTokenizer.train(text, unknown_chars=config.unknown_chars)
-    raise ConfigError(f"tokenizer={config.tokenizer!r} is not one of char")
+        chars: set[str] = set()
+        for document in documents():
+            chars.update(document)
+        return CharTokenizer.train("".join(sorted(chars)), unknown_chars=config.unknown_chars)
+    if config.tokenizer == "bpe":
+        return BPETokenizer.train(documents(), config.tokenizer_vocab_size)
+    if config.tokenizer == "sentencepiece":
+        return SentencePieceTokenizer.train(documents(), config.tokenizer_vocab_size)
+    if config.tokenizer == "gpt2":
+        return GPT2Tokenizer.load(config.gpt2_bpe_dir)  # pretrained: the corpus is not read
+    raise ConfigError(
+        f"tokenizer={config.tokenizer!r} is not one of char, bpe, sentencepiece, gpt2"
+    )
 
 
 class StreamDecoder:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -29,7 +30,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import RunConfig, apply_overrides, config_from_dict
-from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_tokens
+from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_loss_mask, open_tokens
 from tinygpt.data.prepare import PreparedData, prepare_dataset
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.gpt import GPT
@@ -87,8 +88,11 @@ class Trainer:
         )
         self.train_tokens = open_tokens(prepared.train_path, prepared.dtype)
         self.val_tokens = open_tokens(prepared.val_path, prepared.dtype)
+        self.loss_masks = _loss_masks(config, prepared)
         block, batch = config.model.block_size, config.train.batch_size
-        self.sampler = BatchSampler(self.train_tokens, block, batch, seed=config.train.seed)
+        self.sampler = BatchSampler(
+            self.train_tokens, block, batch, config.train.seed, self.loss_masks["train"]
+        )
         self.progress = Progress()
         self.tokens_per_step = batch * block * config.train.gradient_accumulation_steps
         self.flops_per_token = self.model.flops_per_token(block)
@@ -174,7 +178,8 @@ class Trainer:
         losses = {}
         for split, tokens in (("train", self.train_tokens), ("val", self.val_tokens)):
             total = torch.zeros((), device=self.runtime.device)
-            for x, y in fixed_eval_batches(tokens, block, rows, forwards, cfg.seed + 1):
+            mask = self.loss_masks[split]
+            for x, y in fixed_eval_batches(tokens, block, rows, forwards, cfg.seed + 1, mask):
                 x, y = self._to_device(x, y)
                 with self.runtime.autocast():
                     total += language_model_loss(self.forward(x), y)
@@ -422,6 +427,18 @@ def resume_run(run_dir: Path, overrides: dict[str, Any] | None = None) -> Traine
     MetricsLog(run_dir / "metrics.jsonl").truncate_after(trainer.progress.step)
     log.info("resumed %s at step %d", run_dir, trainer.progress.step)
     return trainer
+
+
+def _loss_masks(config: RunConfig, prepared: PreparedData) -> dict[str, np.ndarray | None]:
+    """With loss_on=bot, the per-token masks of dialog data; otherwise every token counts."""
+    if config.train.loss_on == "all":
+        return {"train": None, "val": None}
+    if not prepared.has_loss_mask:
+        raise ConfigError(
+            "loss_on=bot needs dialog data: use --format dialog with a dialog source "
+            "(DailyDialog, ProSocial Dialog), or --loss_on all"
+        )
+    return {split: open_loss_mask(prepared.mask_path(split)) for split in ("train", "val")}
 
 
 def _data_info(prepared: PreparedData) -> dict[str, Any]:
