@@ -271,3 +271,48 @@ def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(tmp_path, small_t
     assert step >= 60 and step % 20 == 0
     resumed = resume_to(run_dir, step + 5)
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_prepare_then_train_and_sample_with_a_trained_bpe(capsys, tmp_path, small_text_file):
+    data = tmp_path / "prepared"
+    code, out, err = run_cli(capsys, "prepare", small_text_file, "--out", data,
+                             "--tokenizer", "bpe", "--tokenizer_vocab_size", "400")  # fmt: skip
+    assert code == 0, err
+    assert "train with: tinygpt train --data" in out
+    assert {p.name for p in data.iterdir()} >= {"train.bin", "val.bin", "tokenizer.json"}
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", data, "--tokenizer", "bpe", "--out",
+                           run_dir, *TINY, "--max_iters", "4", "--eval_interval", "2")  # fmt: skip
+    assert code == 0, err
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["model"]["vocab_size"] == 400
+    code, out, err = run_cli(
+        capsys, "sample", run_dir, "--prompt", "KING", "--max-new-tokens", "20"
+    )
+    assert code == 0 and out.startswith("KING"), err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--tokenizer", "wordpiece"], ["tokenizer='wordpiece'"]),
+        (["--tokenizer", "bpe", "--tokenizer_vocab_size", "10"], ["tokenizer_vocab_size=10"]),
+        (["--text_field", "body"], ["body"]),
+    ],
+)
+def test_bad_prepare_input_exits_2_with_one_line(capsys, tmp_path, argv, fragments):
+    source = tmp_path / "records.jsonl"
+    source.write_text('{"text": "hello there"}\n{"text": "general kenobi"}\n', encoding="utf-8")
+    code, _, err = run_cli(capsys, "prepare", source, "--out", tmp_path / "out", *argv)
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_file_that_does_not_match_the_model_is_refused(capsys, trained_run, tmp_path):
+    from tinygpt.tokenizers.char import CharTokenizer
+
+    CharTokenizer.train("".join(chr(c) for c in range(32, 200))).save(
+        trained_run / "tokenizer.json"
+    )
+    code, _, err = run_cli(capsys, "sample", trained_run)
+    assert_one_line_error(code, err, "does not belong to this run")

@@ -10,7 +10,7 @@ from torch import Tensor
 from tinygpt.errors import DataError
 from tinygpt.generate.sampling import sample_next_token
 from tinygpt.model.gpt import GPT
-from tinygpt.tokenizers.base import Tokenizer
+from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
 
 
 @torch.no_grad()
@@ -55,11 +55,16 @@ def generate_text(
     top_p: float = 1.0,
     seed: int | None = None,
 ) -> Iterator[str]:
-    """Yield decoded text pieces as they are generated (prompt not included)."""
+    """Yield decoded text pieces as they are generated (prompt not included). Pieces end on
+    whole characters, even when a byte-level token stops in the middle of one."""
     if not prompt:
         raise DataError("the prompt is empty; give at least one character to continue")
     prompt_ids = torch.tensor(tokenizer.encode(prompt), dtype=torch.long)
+    decoder = StreamDecoder(tokenizer)
     for token in generate_tokens(
         model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed
     ):
-        yield tokenizer.decode([token])
+        if piece := decoder.push(token):
+            yield piece
+    if rest := decoder.flush():
+        yield rest

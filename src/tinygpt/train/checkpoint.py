@@ -276,6 +276,11 @@ def load_model_from_run(
     """The trained model (in eval mode), its tokenizer and its config, ready to generate."""
     config = config_from_dict(read_run_config_dict(run_dir))
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    if tokenizer.vocab_size > config.model.vocab_size:
+        raise CheckpointError(
+            f"{run_dir / 'tokenizer.json'} has {tokenizer.vocab_size} tokens but the model has "
+            f"{config.model.vocab_size}; the tokenizer file does not belong to this run"
+        )
     checkpoint = load_checkpoint(run_dir, which, with_train_state=False)
     model = GPT(config.model)
     load_weights_into(model, checkpoint.model_state)
