@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import json
+import platform
 import random
 import time
 from dataclasses import dataclass
@@ -12,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import TrainConfig
+from tinygpt.data.sources import default_cache_dir
 from tinygpt.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -114,12 +118,26 @@ def seed_everything(seed: int) -> None:
 
 @functools.cache
 def measure_matmul_peak(device_type: str, dtype: torch.dtype) -> float:
-    """Best FLOP/s of a square matmul on this machine, now: the denominator of MFU.
+    """Best FLOP/s of a square matmul on this machine: the denominator of MFU.
 
     Measured rather than looked up, because a CPU's peak depends on its vector units and on how
-    many cores we really get, and a shared machine's neighbours change it.
+    many cores we really get. A busy neighbour can halve one measurement, which would double
+    every MFU of the run, so the best value seen on this machine (same device, dtype and thread
+    count) is remembered in the cache directory and used when it is higher.
     """
-    return max(matmul_flops_by_size(device_type, dtype).values())
+    measured = max(matmul_flops_by_size(device_type, dtype).values())
+    key = f"{platform.node()}|{device_type}|{dtype}|{torch.get_num_threads()}"
+    record = default_cache_dir() / "matmul_peaks.json"
+    try:
+        peaks = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        peaks = {}
+    best = max(measured, float(peaks.get(key, 0.0)))
+    if best > peaks.get(key, 0.0):
+        with contextlib.suppress(OSError):
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(record, json.dumps({**peaks, key: best}, indent=1))
+    return best
 
 
 def matmul_flops_by_size(
