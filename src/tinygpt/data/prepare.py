@@ -44,6 +44,7 @@ from tinygpt.data.chat_format import Conversation, encode_conversation, render_t
 from tinygpt.data.sources import Corpus, default_cache_dir, open_corpus
 from tinygpt.errors import DataError
 from tinygpt.tokenizers.base import Tokenizer, build_tokenizer, load_tokenizer
+from tinygpt.tokenizers.char import CharTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,6 @@ def _encode_corpus(
     config: DataConfig, corpus: Corpus, tokenizer: Tokenizer, work: Path, plan: str
 ) -> dict[str, list[str]]:
     """Encode every shard not already done; returns, per destination, the shard names in order."""
-    dtype = token_dtype(tokenizer.vocab_size)
     workers = config.workers or os.cpu_count() or 1
     total = sum(corpus.total_bytes(split) or 0 for split in corpus.splits) or None
     progress = tqdm(
@@ -260,16 +260,15 @@ def _encode_corpus(
             done = (work / f"{name}.done").exists()
             pending.append((name, batch, None if done else submit(batch)))
             if len(pending) >= 2 * workers:  # bounded memory: at most 2 shards per worker
-                _finish(pending.pop(0), work, dtype, names, progress)
+                _finish(pending.pop(0), work, names, progress)
         while pending:
-            _finish(pending.pop(0), work, dtype, names, progress)
+            _finish(pending.pop(0), work, names, progress)
     return names
 
 
 def _finish(
     entry: tuple[str, list, concurrent.futures.Future | None],
     work: Path,
-    dtype: str,
     names: dict[str, list[str]],
     progress: tqdm,
 ) -> None:
@@ -277,7 +276,7 @@ def _finish(
     if future is not None:
         outputs = future.result()
         for dest, (ids, mask) in outputs.items():
-            write_synced(work / f"{name}.{dest}.bin", ids.astype(dtype).tobytes())
+            write_synced(work / f"{name}.{dest}.bin", ids.tobytes())
             if mask is not None:
                 write_synced(work / f"{name}.{dest}.mask.bin", mask.tobytes())
         write_bytes_atomic(work / f"{name}.done", json.dumps(sorted(outputs)).encode())
@@ -325,26 +324,42 @@ def _init_worker(tokenizer_path: str, data_format: str) -> None:
 
 
 def _encode_batch(batch: list[tuple[str, Document]]) -> dict[str, tuple[np.ndarray, Any]]:
-    """Encode one shard: per destination, the ids (documents each followed by the separator)
-    and, for dialogs, the loss mask (1 on Bot reply tokens)."""
+    """Encode one shard: per destination, the ids (documents each followed by the separator),
+    already in the token file's dtype, and for dialogs the loss mask (1 on Bot reply tokens)."""
     tokenizer: Tokenizer = _WORKER["tokenizer"]
-    is_dialog = _WORKER["format"] == "dialog"
-    separator = np.asarray(tokenizer.document_separator(), dtype=np.int64)
-    no_loss = np.zeros(len(separator), dtype=np.uint8)
-    ids: dict[str, list[np.ndarray]] = {}
-    masks: dict[str, list[np.ndarray]] = {}
-    for dest, document in batch:
-        if is_dialog:
-            doc_ids, doc_mask = encode_conversation(document, tokenizer)
-            masks.setdefault(dest, []).extend([np.asarray(doc_mask, dtype=np.uint8), no_loss])
-            doc_array = np.asarray(doc_ids, dtype=np.int64)
+    dtype = token_dtype(tokenizer.vocab_size)
+    separator = np.asarray(tokenizer.document_separator(), dtype=dtype)
+    outputs = {}
+    for dest in dict.fromkeys(dest for dest, _ in batch):  # destinations in order of appearance
+        documents = [doc for doc_dest, doc in batch if doc_dest == dest]
+        if _WORKER["format"] == "dialog":
+            outputs[dest] = _encode_conversations(documents, tokenizer, separator)
         else:
-            doc_array = tokenizer.encode_array(document)
-        ids.setdefault(dest, []).extend([doc_array, separator])
-    return {
-        dest: (np.concatenate(arrays), np.concatenate(masks[dest]) if is_dialog else None)
-        for dest, arrays in ids.items()
-    }
+            outputs[dest] = (_encode_texts(documents, tokenizer, separator), None)
+    return outputs
+
+
+def _encode_texts(texts: list[str], tokenizer: Tokenizer, separator: np.ndarray) -> np.ndarray:
+    """One batch call for the whole shard: tokenizers pay their per-call cost (thread pools,
+    Python-to-Rust hops) once per shard, not once per story."""
+    if isinstance(tokenizer, CharTokenizer):  # its per-text encoding is already vectorised
+        encoded = [tokenizer.encode_array(text) for text in texts]
+    else:
+        encoded = tokenizer.encode_batch(texts)
+    arrays = [np.asarray(ids, dtype=separator.dtype) for ids in encoded]
+    return np.concatenate([part for ids in arrays for part in (ids, separator)])
+
+
+def _encode_conversations(
+    conversations: list[Conversation], tokenizer: Tokenizer, separator: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    no_loss = np.zeros(len(separator), dtype=np.uint8)
+    ids, masks = [], []
+    for conversation in conversations:
+        conv_ids, conv_mask = encode_conversation(conversation, tokenizer)
+        ids += [np.asarray(conv_ids, dtype=separator.dtype), separator]
+        masks += [np.asarray(conv_mask, dtype=np.uint8), no_loss]
+    return np.concatenate(ids), np.concatenate(masks)
 
 
 # ----------------------------------------------------------------------------------------------
