@@ -130,14 +130,17 @@ def dialog_chatbot() -> RunConfig:
     of 128 tokens, a SentencePiece BPE of ~32,000 tokens with <s>/<sep>/</s> markers, dropout
     0.05, batch 32, lr 1e-4 cosine with warm-up, gradient clipping 1.0, early stopping on the
     validation loss; conversations rendered as `<s> User: ... <sep> Bot: ... </s>` and the loss
-    taken on Bot turns only. Reads hf:daily_dialog; offline, pass --data with the DailyDialog
-    folder (train/validation/test)."""
+    taken on Bot turns only. Reads DailyDialog + ProSocial Dialog from the Hugging Face hub;
+    offline, pass --data with local copies joined by `+` (e.g. the DailyDialog folder +
+    prosocial JSON)."""
     return RunConfig(
         model=ModelConfig(
             block_size=128, n_layer=8, n_head=6, n_embd=384, ffn_hidden=1536, dropout=0.05,
         ),
         data=DataConfig(
-            source="hf:daily_dialog", tokenizer="sentencepiece", tokenizer_vocab_size=32_000,
+            source="hf:daily_dialog+hf:allenai/prosocial-dialog",
+            tokenizer="sentencepiece",
+            tokenizer_vocab_size=32_000,
             format="dialog",
         ),
         train=TrainConfig(

@@ -435,3 +435,23 @@ def test_prosocial_sample_groups_its_two_dialogues(shared_data: Path):
     assert len(conversations) == len(documents)
     assert conversations[0].turns[0] == (record["context"][0], record["response"][0])
     assert [len(c.turns) for c in conversations] == [3, 2]  # dialogue_id 0, then 1
+
+
+def test_sources_joined_with_plus_become_one_corpus(shared_data: Path):
+    dailydialog = shared_data / "dailydialog"
+    prosocial = shared_data / "prosocial_dialog" / "original_examples.json"
+    joined = open_corpus(DataConfig(source=f"{dailydialog}+{prosocial}", format="dialog"))
+    alone = open_corpus(DataConfig(source=str(dailydialog), format="dialog"))
+    assert joined.splits == ("train", "validation")
+    train = list(joined.documents("train"))
+    assert len(train) == 11_021 + 2  # DailyDialog's train split, then ProSocial's two dialogues
+    assert train[-2:] == list(open_corpus(DataConfig(source=str(prosocial), format="dialog"))
+                              .documents("train"))  # fmt: skip
+    assert len(list(joined.documents("validation"))) == 1_000
+    assert joined.fingerprint != alone.fingerprint
+    assert joined.total_bytes("train") > alone.total_bytes("train")
+
+
+def test_an_empty_part_of_a_joined_source_is_refused(tmp_path: Path):
+    with pytest.raises(DataError, match="empty part"):
+        open_corpus(DataConfig(source="tinyshakespeare+"))

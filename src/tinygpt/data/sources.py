@@ -192,18 +192,59 @@ class _SourceFile:
 
 
 def open_corpus(config: DataConfig, cache_dir: Path | None = None) -> Corpus:
-    """Open `config.source`; every file is checked (and hashed) now, so errors come early."""
-    source = config.source
+    """Open `config.source`; every file is checked (and hashed) now, so errors come early.
+
+    Several sources joined by `+` (`hf:daily_dialog+hf:allenai/prosocial-dialog`, seed 002's
+    mix) become one corpus: each split chains the documents of the sources that have it.
+    """
+    parts = _source_parts(config.source)
+    opened = [_open_source(part, config, cache_dir) for part in parts]
+    if len(opened) == 1:
+        return _assemble(*opened[0], config)
+    return _assemble(" + ".join(origin for origin, _ in opened), _merge(opened), config)
+
+
+def _source_parts(source: str) -> list[str]:
+    if "+" not in source or Path(source).expanduser().exists():
+        return [source]
+    parts = [part.strip() for part in source.split("+")]
+    if not all(parts):
+        raise DataError(f"data source {source!r} has an empty part; join sources as A+B")
+    return parts
+
+
+def _open_source(
+    source: str, config: DataConfig, cache_dir: Path | None
+) -> tuple[str, dict[str, _Split]]:
     if source in BUILTIN_CORPORA:
-        origin, splits = f"built-in corpus {source}", {"train": _builtin_split(source)}
-    elif source.startswith("hf:"):
-        origin, splits = source, _hf_splits(source.removeprefix("hf:").strip(), config.text_field)
-    elif re.match(r"https?://", source, flags=re.IGNORECASE):
+        return f"built-in corpus {source}", {"train": _builtin_split(source)}
+    if source.startswith("hf:"):
+        return source, _hf_splits(source.removeprefix("hf:").strip(), config.text_field)
+    if re.match(r"https?://", source, flags=re.IGNORECASE):
         path = _download(source, cache_dir if cache_dir is not None else default_cache_dir())
-        origin, splits = source, {"train": _files_split([_SourceFile(path, source, "")], config)}
-    else:
-        origin, splits = source, _local_splits(source, config)
-    return _assemble(origin, splits, config)
+        return source, {"train": _files_split([_SourceFile(path, source, "")], config)}
+    return source, _local_splits(source, config)
+
+
+def _merge(opened: list[tuple[str, dict[str, _Split]]]) -> dict[str, _Split]:
+    """One split per name: the documents of every source that has that split, in order. A
+    source without a validation split contributes to training only."""
+    names = list(dict.fromkeys(name for _, splits in opened for name in splits))
+    merged = {}
+    for name in names:
+        parts = [splits[name] for _, splits in opened if name in splits]
+        sizes = [part.total_bytes for part in parts]
+        merged[name] = _Split(
+            stream=_chained([part.stream for part in parts]),
+            total_bytes=None if None in sizes else sum(sizes),  # type: ignore[arg-type]
+            is_dialog=all(part.is_dialog for part in parts),
+            identity=[part.identity for part in parts],
+        )
+    return merged
+
+
+def _chained(streams: list[DocumentStream]) -> DocumentStream:
+    return lambda: itertools.chain.from_iterable(stream() for stream in streams)
 
 
 def _assemble(origin: str, splits: dict[str, _Split], config: DataConfig) -> Corpus:
