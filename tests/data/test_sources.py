@@ -203,3 +203,41 @@ def test_unreachable_server_raises_a_data_error():
         port = probe.getsockname()[1]
     with pytest.raises(DataError, match="could not download"):
         read_source(f"http://127.0.0.1:{port}/corpus.txt")
+
+
+def test_a_broken_download_resumes_where_it_stopped(cache_dir: Path):
+    """The first answer breaks off halfway; the second attempt asks only for the rest."""
+    body = CORPUS.encode("utf-8")
+    ranges: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ranges.append(self.headers.get("Range"))
+            start = int(self.headers["Range"].split("=")[1].rstrip("-")) if ranges[-1] else 0
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            if len(ranges) == 1:
+                self.wfile.write(body[: len(body) // 2])  # then hang up
+                self.close_connection = True
+                return
+            self.wfile.write(body[start:])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/corpus.txt"
+        with pytest.raises(DataError, match="run again to resume"):
+            read_source(url)
+        assert read_source(url).text == CORPUS
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    assert ranges == [None, f"bytes={len(body) // 2}-"]
+    sidecar = next((cache_dir / "downloads").glob("*.json"))
+    assert json.loads(sidecar.read_text())["sha256"] == hashlib.sha256(body).hexdigest()

@@ -27,6 +27,7 @@ import codecs
 import glob
 import gzip
 import hashlib
+import http.client
 import io
 import itertools
 import json
@@ -43,7 +44,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from tinygpt.atomic_files import open_atomic, write_bytes_atomic
+from tinygpt.atomic_files import write_bytes_atomic
 from tinygpt.config import DataConfig
 from tinygpt.data.chat_format import (
     Conversation,
@@ -771,36 +772,66 @@ def _is_cached(target: Path, sidecar: Path, url: str) -> bool:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _hash_of(path)[0].hexdigest()
 
 
 def _fetch_to(url: str, target: Path) -> tuple[str, int]:
-    """Stream to a temp file beside `target`, then rename: a failed download leaves no file."""
-    request = urllib.request.Request(url, headers={"User-Agent": "tinygpt"})
-    digest, size = hashlib.sha256(), 0
+    """Stream into `target.part`, then rename it to `target`. A download that breaks off keeps
+    its `.part`, and the next attempt asks the server for the rest (an HTTP Range request)
+    instead of starting again; a server that ignores ranges sends it all, which is fine too."""
+    partial = target.with_name(target.name + ".part")
+    have = partial.stat().st_size if partial.exists() else 0
+    headers = {"User-Agent": "tinygpt"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    request = urllib.request.Request(url, headers=headers)
     try:
-        with (
-            open_atomic(target) as file,
-            urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response,
-        ):
-            while chunk := response.read(CHUNK_BYTES):
-                file.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            resumed = have > 0 and response.status == 206
+            if have and not resumed:
+                logger.info("%s does not resume downloads; starting again", url)
+            digest, size = _hash_of(partial) if resumed else (hashlib.sha256(), 0)
+            expected = response.headers.get("Content-Length")
+            with open(partial, "ab" if resumed else "wb") as file:
+                received = 0
+                while chunk := response.read(CHUNK_BYTES):
+                    file.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                file.flush()
+                os.fsync(file.fileno())
+            size += received
+            if expected is not None and received != int(expected):
+                raise DataError(
+                    f"the download of {url} broke off after {size:,} bytes; run again to "
+                    "resume the download"
+                )
     except urllib.error.HTTPError as err:
-        raise DataError(f"could not download {url}: HTTP {err.code} {err.reason}") from None
+        if err.code == 416 and have:  # the range starts at the end: the .part is complete
+            digest, size = _hash_of(partial)
+        else:
+            raise DataError(f"could not download {url}: HTTP {err.code} {err.reason}") from None
     except urllib.error.URLError as err:
         raise DataError(
             f"could not download {url}: {err.reason}; check the address and your connection"
         ) from None
     except TimeoutError:
         raise DataError(
-            f"could not download {url}: no answer within {DOWNLOAD_TIMEOUT_S} s; try again later"
+            f"could not download {url}: no answer within {DOWNLOAD_TIMEOUT_S} s; run again to "
+            "resume the download"
         ) from None
-    except OSError as err:
-        raise DataError(f"could not download {url}: {err}") from None
+    except (OSError, http.client.HTTPException) as err:
+        raise DataError(
+            f"could not download {url}: {err!r}; run again to resume the download"
+        ) from None
+    os.replace(partial, target)
     return digest.hexdigest(), size
+
+
+def _hash_of(path: Path) -> tuple[Any, int]:
+    """A running sha256 of what is already downloaded, to continue with the rest."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest, path.stat().st_size
