@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import logging
 import math
 import os
 import platform
@@ -43,6 +42,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from bench_common import cpu_model, quiet_logging, split_choices
 
 from tinygpt.config import DataConfig
 from tinygpt.data.prepare import SHARD_TEXT_BYTES, prepare_dataset
@@ -396,16 +397,6 @@ def machine_line() -> str:
     )
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def slice_line(args: argparse.Namespace, data: Slice) -> str:
     origin = str(args.corpus) if args.corpus else "the real TinyStories in shared/data (V2 + V1)"
     repeated = (
@@ -579,8 +570,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.child:
         return args
-    args.tokenizers = _split_choices(parser, "--tokenizers", args.tokenizers, list(TOKENIZERS))
-    args.large_tokenizers = _split_choices(
+    args.tokenizers = split_choices(parser, "--tokenizers", args.tokenizers, list(TOKENIZERS))
+    args.large_tokenizers = split_choices(
         parser, "--large-tokenizers", args.large_tokenizers, list(TOKENIZERS)
     )
     try:
@@ -599,22 +590,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"or set {BPE_DIR_ENV}"
         )
     return args
-
-
-def _split_choices(
-    parser: argparse.ArgumentParser, flag: str, text: str, choices: list[str]
-) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    for value in values:
-        if value not in choices:
-            parser.error(f"{flag}: {value!r} is not one of {', '.join(choices)}")
-    return values
-
-
-def quiet_logging() -> None:
-    """The library logs progress at INFO; this script's output is the report alone."""
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger("tinygpt").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import math
 import os
 import platform
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_common import cpu_model, quiet_logging, split_choices
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
@@ -287,16 +287,6 @@ def machine_line(threads: int) -> str:
     )
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def format_peaks(label: str, peaks: dict[str, dict[str, float]]) -> str:
     parts = [
         f"{dtype} {max(by_size.values()) / 1e9:.0f} GFLOP/s ("
@@ -409,26 +399,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--full-run", action="store_true", help="also train baby to 2000 steps")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args(argv)
-    args.configs = _split_choices(parser, "--configs", args.configs, list(CONFIGS))
-    args.dtypes = _split_choices(parser, "--dtypes", args.dtypes, list(DTYPES))
-    args.modes = _split_choices(parser, "--modes", args.modes, ["eager", "compiled"])
+    args.configs = split_choices(parser, "--configs", args.configs, list(CONFIGS))
+    args.dtypes = split_choices(parser, "--dtypes", args.dtypes, list(DTYPES))
+    args.modes = split_choices(parser, "--modes", args.modes, ["eager", "compiled"])
     return args
-
-
-def _split_choices(
-    parser: argparse.ArgumentParser, flag: str, text: str, choices: list[str]
-) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    for value in values:
-        if value not in choices:
-            parser.error(f"{flag}: {value!r} is not one of {', '.join(choices)}")
-    return values
-
-
-def quiet_logging() -> None:
-    """The library logs progress at INFO; this script's output is the report alone."""
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger("tinygpt").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
