@@ -455,3 +455,25 @@ def test_sources_joined_with_plus_become_one_corpus(shared_data: Path):
 def test_an_empty_part_of_a_joined_source_is_refused(tmp_path: Path):
     with pytest.raises(DataError, match="empty part"):
         open_corpus(DataConfig(source="tinyshakespeare+"))
+
+
+def test_a_local_dataset_in_the_hugging_face_layout_loads_through_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The real `datasets.load_dataset`, offline, on parquet shards named as on the hub."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    (tmp_path / "stories" / "data").mkdir(parents=True)
+    for split, count in (("train", 40), ("validation", 4)):
+        rows = [
+            {"text": f"{split} story {i}: Tom found a red ball.", "id": i} for i in range(count)
+        ]
+        datasets.Dataset.from_list(rows).to_parquet(
+            tmp_path / "stories" / "data" / f"{split}-00000-of-00001.parquet"
+        )
+    corpus = open_corpus(DataConfig(source=f"hf:{tmp_path / 'stories'}"))
+    assert corpus.splits == ("train", "validation")
+    train = list(corpus.documents("train"))
+    assert len(train) == 40 and train[3] == "train story 3: Tom found a red ball."
+    assert list(corpus.documents("validation"))[-1].startswith("validation story 3")
