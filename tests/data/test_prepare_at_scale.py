@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinygpt.data.prepare as prepare
 from tinygpt.config import DataConfig
@@ -109,3 +112,17 @@ def test_an_empty_corpus_is_refused(tmp_path: Path):
     path.write_text('{"text": ""}\n', encoding="utf-8")
     with pytest.raises(DataError):
         prepare_dataset(DataConfig(source=str(path)), cache_dir=tmp_path / "c")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab \n", max_size=300), st.integers(min_value=1, max_value=40))
+def test_pieces_rejoin_to_the_text_and_cut_only_before_a_new_word(text, size):
+    original = prepare.SHARD_TEXT_BYTES
+    prepare.SHARD_TEXT_BYTES = size
+    try:
+        pieces = list(prepare._pieces(text))
+    finally:
+        prepare.SHARD_TEXT_BYTES = original
+    assert "".join(pieces) == text
+    for piece, following in itertools.pairwise(pieces):
+        assert len(piece) >= size and piece.endswith("\n") and not following[0].isspace()

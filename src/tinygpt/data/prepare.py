@@ -211,11 +211,19 @@ def _pieces(text: str) -> Iterator[str]:
     followed by a non-space character, where every tokenizer here starts a new word anyway."""
     start = 0
     while start < len(text):
-        end = start + SHARD_TEXT_BYTES
-        while end < len(text) and not (text[end - 1] == "\n" and not text[end].isspace()):
-            end += 1
+        end = _piece_end(text, start + SHARD_TEXT_BYTES)
         yield text[start:end]
         start = end
+
+
+def _piece_end(text: str, at: int) -> int:
+    """The first position at or after `at` that follows a newline and precedes a non-space."""
+    newline = text.find("\n", at - 1)
+    while newline != -1 and newline + 1 < len(text):
+        if not text[newline + 1].isspace():
+            return newline + 1
+        newline = text.find("\n", newline + 1)
+    return len(text)
 
 
 def _shards(split: str, items: Iterable[tuple[str, Document]]) -> Iterator[tuple[str, list]]:
