@@ -31,8 +31,10 @@ class ModelConfig:
     block_size: int = 256  # context length in tokens
     n_layer: int = 6  # transformer blocks
     n_head: int = 6  # attention heads; must divide n_embd
+    n_kv_head: int = 0  # key/value heads (grouped-query attention); 0: n_head, 1: multi-query
     n_embd: int = 384  # width of the residual stream
-    ffn_hidden: int = 0  # 0: 4 * n_embd (the GPT-2 ratio)
+    ffn_hidden: int = 0  # 0: 4 * n_embd, or 8/3 * n_embd (to 64) for the gated kinds
+    ffn: Literal["mlp", "swiglu", "geglu"] = "mlp"  # GELU MLP, or a gated one (Shazeer 2020)
     dropout: float = 0.2  # on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear and LayerNorm layers
     tie_weights: bool = True  # share the token embedding with the output head
@@ -40,7 +42,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_positive(self, "block_size", "n_layer", "n_head", "n_embd")
-        _check_non_negative(self, "vocab_size", "ffn_hidden")
+        _check_non_negative(self, "vocab_size", "ffn_hidden", "n_kv_head")
         _check_fraction(self, "dropout")
         if self.n_embd % self.n_head:
             raise ConfigError(
@@ -48,13 +50,29 @@ class ModelConfig:
                 "pick n_head so that n_embd / n_head is a whole number"
             )
 
+        if self.n_head % self.kv_heads:
+            raise ConfigError(
+                f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}; each key/value "
+                "head must serve the same number of query heads"
+            )
+
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
     @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
     def ffn_width(self) -> int:
-        return self.ffn_hidden or 4 * self.n_embd
+        """Hidden width; gated kinds default to 2/3 of 4 n_embd (rounded up to a multiple of
+        64), so their three matrices hold as many weights as the plain MLP's two."""
+        if self.ffn_hidden:
+            return self.ffn_hidden
+        if self.ffn == "mlp":
+            return 4 * self.n_embd
+        return -(-8 * self.n_embd // 3 // 64) * 64
 
 
 @dataclass(frozen=True)

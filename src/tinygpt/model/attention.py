@@ -1,4 +1,6 @@
-"""Causal multi-head self-attention through PyTorch's fused `scaled_dot_product_attention`."""
+"""Causal self-attention through PyTorch's fused `scaled_dot_product_attention`: multi-head,
+or grouped-query (Ainslie et al. 2023) where several query heads share one key/value head, which
+shrinks the KV cache by n_head / n_kv_head."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from tinygpt.config import ModelConfig
 from tinygpt.model.dropout import Dropout, dropout
 
 
-# B batch, T time, C n_embd, H heads, D head dim
+# B batch, T time, C n_embd, H query heads, K key/value heads, D head dim
 class CausalSelfAttention(nn.Module):
     """Multi-head attention where position t sees positions 0..t only.
 
@@ -23,36 +25,45 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
+        self.n_kv_head = config.kv_heads
         self.head_dim = config.head_dim
         self.dropout = config.dropout
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        kv_width = self.n_kv_head * self.head_dim
+        self.split_sizes = [config.n_embd, kv_width, kv_width]
+        self.qkv = nn.Linear(config.n_embd, sum(self.split_sizes), bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
         self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        H, K, D = self.n_head, self.n_kv_head, self.head_dim
+        q, k, v = self.qkv(x).split(self.split_sizes, dim=2)  # (B, T, C), 2 x (B, T, K * D)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
+        v = v.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         if self.training and self.dropout > 0 and x.device.type == "cpu":
             y = causal_attention_with_dropout(q, k, v, self.dropout)  # (B, H, T, D)
         else:
             dropout_p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=K != H
+            )  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
 
 
 def causal_attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, p: float) -> Tensor:
-    """softmax(q k^T / sqrt(D) + causal mask) with dropout, then times v; q, k, v (B, H, T, D).
+    """softmax(q k^T / sqrt(D) + causal mask) with dropout, then times v; q (B, H, T, D),
+    k and v (B, K, T, D) with K dividing H.
 
     SDPA's fused CPU kernels refuse dropout, and its fallback draws the dropout mask one
     Bernoulli sample at a time; written out, the mask comes from `tinygpt.model.dropout`.
     Tested equal to SDPA when p = 0.
     """
-    T, D = q.size(-2), q.size(-1)
+    H, K, T, D = q.size(1), k.size(1), q.size(-2), q.size(-1)
+    if K != H:  # each key/value head serves H / K consecutive query heads, as in SDPA
+        k, v = k.repeat_interleave(H // K, dim=1), v.repeat_interleave(H // K, dim=1)
     scores = (q * (1.0 / math.sqrt(D))) @ k.transpose(-2, -1)  # (B, H, T, T)
     future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)  # (T, T)
     weights = scores.masked_fill(future, float("-inf")).softmax(dim=-1)  # (B, H, T, T)

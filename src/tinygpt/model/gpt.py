@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from tinygpt.config import ModelConfig
 from tinygpt.model.attention import CausalSelfAttention
 from tinygpt.model.dropout import Dropout
-from tinygpt.model.mlp import MLP
+from tinygpt.model.mlp import feed_forward
 
 
 class Block(nn.Module):
@@ -21,7 +21,7 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = feed_forward(config)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))

@@ -8,6 +8,28 @@ from tinygpt.config import ModelConfig
 from tinygpt.model.dropout import Dropout
 
 
+class GatedMLP(nn.Module):
+    """act(x W_gate) * (x W_up), then W_down (Shazeer 2020, "GLU Variants Improve Transformer"):
+    SwiGLU (SiLU gate, the Llama recipe) or GEGLU (GELU gate). The gate and up projections are
+    one fused matmul, like attention's qkv."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 2 * config.ffn_width, bias=config.bias)
+        self.act = nn.SiLU() if config.ffn == "swiglu" else nn.GELU()
+        self.proj = nn.Linear(config.ffn_width, config.n_embd, bias=config.bias)
+        self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
+        self.dropout = Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.fc(x).chunk(2, dim=-1)  # 2 x (B, T, ffn_width)
+        return self.dropout(self.proj(self.act(gate) * up))
+
+
+def feed_forward(config: ModelConfig) -> nn.Module:
+    return MLP(config) if config.ffn == "mlp" else GatedMLP(config)
+
+
 class MLP(nn.Module):
     """Two linear layers with a GELU between them.
 

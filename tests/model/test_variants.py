@@ -1,0 +1,96 @@
+"""Grouped-query attention and gated feed-forward networks."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from tinygpt.config import ModelConfig
+from tinygpt.errors import ConfigError
+from tinygpt.model.attention import CausalSelfAttention, causal_attention_with_dropout
+from tinygpt.model.gpt import GPT
+from tinygpt.model.loss import language_model_loss
+
+
+def test_gqa_with_as_many_kv_heads_as_query_heads_is_multi_head_attention(tiny_config):
+    torch.manual_seed(0)
+    plain = CausalSelfAttention(tiny_config).eval()
+    explicit = CausalSelfAttention(dataclasses.replace(tiny_config, n_kv_head=4)).eval()
+    explicit.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 9, tiny_config.n_embd)
+    with torch.no_grad():
+        torch.testing.assert_close(explicit(x), plain(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2])
+def test_gqa_equals_attention_with_each_kv_head_repeated_for_its_query_heads(
+    tiny_config, n_kv_head
+):
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config, n_kv_head=n_kv_head)
+    attention = CausalSelfAttention(config).eval()
+    B, T, H, K, D = 2, 7, config.n_head, n_kv_head, config.head_dim
+    x = torch.randn(B, T, config.n_embd)
+    q, k, v = attention.qkv(x).split(attention.split_sizes, dim=2)
+    q = q.view(B, T, H, D).transpose(1, 2)
+    k = k.view(B, T, K, D).transpose(1, 2).repeat_interleave(H // K, dim=1)
+    v = v.view(B, T, K, D).transpose(1, 2).repeat_interleave(H // K, dim=1)
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(D)).masked_fill(
+        torch.ones(T, T).triu(1).bool(), float("-inf")
+    )
+    expected = attention.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, -1))
+    with torch.no_grad():
+        torch.testing.assert_close(attention(x), expected, rtol=1e-5, atol=1e-5)
+        written_out = causal_attention_with_dropout(
+            q, k[:, :: H // K], v[:, :: H // K], 0.0
+        )  # the CPU dropout path, given the un-repeated kv heads
+        torch.testing.assert_close(written_out, scores.softmax(-1) @ v, rtol=1e-5, atol=1e-5)
+
+
+def test_gqa_shrinks_the_key_value_projection(tiny_config):
+    mha = CausalSelfAttention(tiny_config)
+    mqa = CausalSelfAttention(dataclasses.replace(tiny_config, n_kv_head=1))
+    C, D = tiny_config.n_embd, tiny_config.head_dim
+    assert mha.qkv.weight.shape == (3 * C, C)
+    assert mqa.qkv.weight.shape == (C + 2 * D, C)
+
+
+def test_kv_heads_must_divide_query_heads():
+    with pytest.raises(ConfigError, match="n_kv_head=3 does not divide n_head=4"):
+        ModelConfig(vocab_size=10, n_head=4, n_embd=32, n_kv_head=3)
+
+
+@pytest.mark.parametrize("ffn", ["swiglu", "geglu"])
+def test_gated_feed_forward_keeps_the_weight_count_and_learns(tiny_config, ffn):
+    config = dataclasses.replace(tiny_config, ffn=ffn, n_embd=96, n_head=4)
+    plain = dataclasses.replace(config, ffn="mlp")
+    assert config.ffn_width == 256  # 8/3 x 96, rounded up to 64
+    gated_params = GPT(config).num_params()
+    plain_params = GPT(plain).num_params()
+    assert abs(gated_params - plain_params) / plain_params < 0.05
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(tiny_config, ffn=ffn))
+    x = torch.randint(0, tiny_config.vocab_size, (4, 16))
+    y = torch.roll(x, -1, dims=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = language_model_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+
+
+@pytest.mark.parametrize(("n_kv_head", "ffn"), [(1, "swiglu"), (2, "geglu")])
+def test_variants_stay_causal_in_training_with_dropout(tiny_config, n_kv_head, ffn):
+    config = dataclasses.replace(tiny_config, n_kv_head=n_kv_head, ffn=ffn, dropout=0.2)
+    model = GPT(config).train()
+    idx = torch.randint(0, config.vocab_size, (2, 12))
+    changed = idx.clone()
+    changed[:, 8] = (changed[:, 8] + 1) % config.vocab_size
+    torch.manual_seed(0)
+    before = model(idx)
+    torch.manual_seed(0)
+    after = model(changed)
+    torch.testing.assert_close(before[:, :8], after[:, :8], rtol=0, atol=0)
