@@ -37,6 +37,9 @@ class ModelConfig:
     ffn: Literal["mlp", "swiglu", "geglu"] = "mlp"  # GELU MLP, or a gated one (Shazeer 2020)
     dropout: float = 0.2  # on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear and LayerNorm layers
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"  # rmsnorm: the Llama recipe
+    position: Literal["learned", "rope"] = "learned"  # learned embeddings or rotary (RoPE)
+    rope_theta: float = 10000.0  # RoPE base: larger stretches the longest wavelength
     tie_weights: bool = True  # share the token embedding with the output head
     init: Literal["gpt2", "xavier"] = "gpt2"  # weight initialisation scheme
 
@@ -44,6 +47,12 @@ class ModelConfig:
         _check_positive(self, "block_size", "n_layer", "n_head", "n_embd")
         _check_non_negative(self, "vocab_size", "ffn_hidden", "n_kv_head")
         _check_fraction(self, "dropout")
+        _check_positive(self, "rope_theta")
+        if self.position == "rope" and self.head_dim % 2:
+            raise ConfigError(
+                f"RoPE rotates channel pairs, but the head dimension n_embd / n_head = "
+                f"{self.head_dim} is odd; choose n_embd and n_head with an even quotient"
+            )
         if self.n_embd % self.n_head:
             raise ConfigError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from tinygpt.config import ModelConfig
 from tinygpt.model.dropout import Dropout, dropout
+from tinygpt.model.rope import RotaryEmbedding
 
 
 # B batch, T time, C n_embd, H query heads, K key/value heads, D head dim
@@ -31,6 +32,11 @@ class CausalSelfAttention(nn.Module):
         kv_width = self.n_kv_head * self.head_dim
         self.split_sizes = [config.n_embd, kv_width, kv_width]
         self.qkv = nn.Linear(config.n_embd, sum(self.split_sizes), bias=config.bias)
+        self.rope = (
+            RotaryEmbedding(self.head_dim, config.block_size, config.rope_theta)
+            if config.position == "rope"
+            else None
+        )
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
         self.resid_dropout = Dropout(config.dropout)
@@ -42,6 +48,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         v = v.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
+        if self.rope is not None:
+            q, k = self.rope(q), self.rope(k)
         if self.training and self.dropout > 0 and x.device.type == "cpu":
             y = causal_attention_with_dropout(q, k, v, self.dropout)  # (B, H, T, D)
         else:

@@ -11,6 +11,7 @@ from tinygpt.config import ModelConfig
 from tinygpt.model.attention import CausalSelfAttention
 from tinygpt.model.dropout import Dropout
 from tinygpt.model.mlp import feed_forward
+from tinygpt.model.norm import make_norm
 
 
 class Block(nn.Module):
@@ -18,9 +19,9 @@ class Block(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = feed_forward(config)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -38,10 +39,13 @@ class GPT(nn.Module):
             )
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        # with RoPE, positions enter as rotations inside attention instead
+        self.wpe = (
+            nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
+        )
         self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
             # Press & Wolf 2017: one matrix both embeds tokens and scores them.
@@ -71,8 +75,10 @@ class GPT(nn.Module):
         block_size = self.config.block_size
         if T > block_size:
             raise ValueError(f"sequence of {T} tokens exceeds block_size {block_size}")
-        positions = torch.arange(T, device=idx.device)  # (T,)
-        x = self.drop(self.wte(idx) + self.wpe(positions))  # (B, T, C)
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))  # (T, C) broadcast over B
+        x = self.drop(x)
         for block in self.blocks:
             x = block(x)
         if last_token_only:
@@ -83,7 +89,9 @@ class GPT(nn.Module):
         """Parameter count; by default without position embeddings (nanoGPT's convention: they
         are a lookup, not compute). The tied token embedding counts once, as the output head."""
         total = sum(p.numel() for p in self.parameters())
-        return total - self.wpe.weight.numel() if non_embedding else total
+        if non_embedding and self.wpe is not None:
+            return total - self.wpe.weight.numel()
+        return total
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs (forward + backward) per token: 6 per weight of every matmul plus the
