@@ -13,16 +13,11 @@ from tinygpt.model.loss import IGNORE_INDEX, language_model_loss
 
 @pytest.mark.parametrize("init", ["gpt2", "xavier"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_changing_a_future_token_leaves_earlier_logits_unchanged(tiny_config, init, bias):
+def test_changing_a_future_token_leaves_earlier_logits_unchanged(
+    tiny_config, init, bias, assert_causal
+):
     torch.manual_seed(0)
-    model = GPT(dataclasses.replace(tiny_config, init=init, bias=bias)).eval()
-    idx = torch.randint(0, tiny_config.vocab_size, (2, 12))
-    changed = idx.clone()
-    changed[:, 7] = (changed[:, 7] + 1) % tiny_config.vocab_size
-    with torch.no_grad():
-        before, after = model(idx), model(changed)
-    torch.testing.assert_close(before[:, :7], after[:, :7], rtol=0, atol=0)
-    assert not torch.allclose(before[:, 7:], after[:, 7:])
+    assert_causal(GPT(dataclasses.replace(tiny_config, init=init, bias=bias)).eval(), 7)
 
 
 def test_attention_equals_explicit_masked_softmax(tiny_config):
@@ -39,18 +34,9 @@ def test_attention_equals_explicit_masked_softmax(tiny_config):
         torch.testing.assert_close(attention(x), attention.proj(expected), rtol=1e-5, atol=1e-5)
 
 
-def test_tiny_model_overfits_one_batch(tiny_config):
+def test_tiny_model_overfits_one_batch(tiny_config, loss_after_overfitting):
     torch.manual_seed(0)
-    model = GPT(tiny_config)
-    x = torch.randint(0, tiny_config.vocab_size, (4, 16))
-    y = torch.roll(x, -1, dims=1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(300):
-        loss = language_model_loss(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.05  # from ln(37) = 3.6
+    assert loss_after_overfitting(GPT(tiny_config)) < 0.05  # from ln(37) = 3.6
 
 
 def test_output_head_is_tied_to_the_token_embedding_only_when_asked(tiny_config):

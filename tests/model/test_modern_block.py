@@ -8,7 +8,6 @@ import torch
 from tinygpt.config import ModelConfig
 from tinygpt.errors import ConfigError
 from tinygpt.model.gpt import GPT
-from tinygpt.model.loss import language_model_loss
 from tinygpt.model.norm import RMSNorm
 from tinygpt.model.rope import RotaryEmbedding
 
@@ -43,28 +42,16 @@ def test_rope_scores_depend_only_on_the_distance_between_positions():
     assert torch.allclose(rope(q, start=9).norm(), q.norm())  # rotations keep lengths
 
 
-def test_modern_block_is_causal_learns_and_has_no_position_table(modern_config):
+def test_modern_block_is_causal_learns_and_has_no_position_table(
+    modern_config, assert_causal, loss_after_overfitting
+):
     torch.manual_seed(0)
     model = GPT(modern_config)
     assert model.wpe is None
     assert not any(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
     assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Linear))
-    model.eval()
-    idx = torch.randint(0, modern_config.vocab_size, (2, 12))
-    changed = idx.clone()
-    changed[:, 6] = (changed[:, 6] + 1) % modern_config.vocab_size
-    with torch.no_grad():
-        torch.testing.assert_close(model(idx)[:, :6], model(changed)[:, :6], rtol=0, atol=0)
-    model.train()
-    x = torch.randint(0, modern_config.vocab_size, (4, 16))
-    y = torch.roll(x, -1, dims=1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(300):
-        loss = language_model_loss(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.05
+    assert_causal(model.eval(), 6)
+    assert loss_after_overfitting(model.train()) < 0.05
 
 
 def test_rope_tables_are_not_saved_in_checkpoints(modern_config):

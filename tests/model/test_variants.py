@@ -10,7 +10,6 @@ from tinygpt.config import ModelConfig
 from tinygpt.errors import ConfigError
 from tinygpt.model.attention import CausalSelfAttention, causal_attention_with_dropout
 from tinygpt.model.gpt import GPT
-from tinygpt.model.loss import language_model_loss
 
 
 def test_gqa_with_as_many_kv_heads_as_query_heads_is_multi_head_attention(tiny_config):
@@ -62,7 +61,9 @@ def test_kv_heads_must_divide_query_heads():
 
 
 @pytest.mark.parametrize("ffn", ["swiglu", "geglu"])
-def test_gated_feed_forward_keeps_the_weight_count_and_learns(tiny_config, ffn):
+def test_gated_feed_forward_keeps_the_weight_count_and_learns(
+    tiny_config, ffn, loss_after_overfitting
+):
     config = dataclasses.replace(tiny_config, ffn=ffn, n_embd=96, n_head=4)
     plain = dataclasses.replace(config, ffn="mlp")
     assert config.ffn_width == 256  # 8/3 x 96, rounded up to 64
@@ -70,27 +71,10 @@ def test_gated_feed_forward_keeps_the_weight_count_and_learns(tiny_config, ffn):
     plain_params = GPT(plain).num_params()
     assert abs(gated_params - plain_params) / plain_params < 0.05
     torch.manual_seed(0)
-    model = GPT(dataclasses.replace(tiny_config, ffn=ffn))
-    x = torch.randint(0, tiny_config.vocab_size, (4, 16))
-    y = torch.roll(x, -1, dims=1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(300):
-        loss = language_model_loss(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.05
+    assert loss_after_overfitting(GPT(dataclasses.replace(tiny_config, ffn=ffn))) < 0.05
 
 
 @pytest.mark.parametrize(("n_kv_head", "ffn"), [(1, "swiglu"), (2, "geglu")])
-def test_variants_stay_causal_in_training_with_dropout(tiny_config, n_kv_head, ffn):
+def test_variants_stay_causal_in_training_with_dropout(tiny_config, n_kv_head, ffn, assert_causal):
     config = dataclasses.replace(tiny_config, n_kv_head=n_kv_head, ffn=ffn, dropout=0.2)
-    model = GPT(config).train()
-    idx = torch.randint(0, config.vocab_size, (2, 12))
-    changed = idx.clone()
-    changed[:, 8] = (changed[:, 8] + 1) % config.vocab_size
-    torch.manual_seed(0)
-    before = model(idx)
-    torch.manual_seed(0)
-    after = model(changed)
-    torch.testing.assert_close(before[:, :8], after[:, :8], rtol=0, atol=0)
+    assert_causal(GPT(config).train(), 8)
