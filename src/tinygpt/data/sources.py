@@ -115,13 +115,7 @@ def _read_builtin_corpus(name: str) -> SourceText:
 
 
 def _read_file_bytes(path: Path, origin: str) -> bytes:
-    if not path.exists():
-        raise DataError(
-            f"{origin} does not exist; give a text file, an http(s) URL or a built-in corpus "
-            f"name ({', '.join(BUILTIN_CORPORA)})"
-        )
-    if path.is_dir():
-        raise DataError(f"{origin} is a directory; give a text file")
+    _check_is_file(path, origin)
     try:
         return path.read_bytes()
     except OSError as err:
