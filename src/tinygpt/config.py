@@ -32,6 +32,9 @@ class ModelConfig:
     n_layer: int = 6  # transformer blocks
     n_head: int = 6  # attention heads; must divide n_embd
     n_kv_head: int = 0  # key/value heads (grouped-query attention); 0: n_head, 1: multi-query
+    attention: Literal["global", "hybrid"] = "global"  # hybrid: + local additive branch (seed 000)
+    local_window: int = 16  # hybrid: tokens the local branch sees, the current one included
+    local_dim: int = 16  # hybrid: width of the additive scorer v^T tanh(W_q q + W_k k) per head
     n_embd: int = 384  # width of the residual stream
     ffn_hidden: int = 0  # 0: 4 * n_embd, or 8/3 * n_embd (to 64) for the gated kinds
     ffn: Literal["mlp", "swiglu", "geglu"] = "mlp"  # GELU MLP, or a gated one (Shazeer 2020)
@@ -41,13 +44,16 @@ class ModelConfig:
     position: Literal["learned", "rope"] = "learned"  # learned embeddings or rotary (RoPE)
     rope_theta: float = 10000.0  # RoPE base: larger stretches the longest wavelength
     tie_weights: bool = True  # share the token embedding with the output head
+    output: Literal["softmax", "adaptive"] = "softmax"  # adaptive: Grave et al. 2017 (seed 002)
+    adaptive_cutoffs: str = ""  # adaptive: ascending token ids ending each cluster; "": V/16,V/4
     init: Literal["gpt2", "xavier"] = "gpt2"  # weight initialisation scheme
 
     def __post_init__(self) -> None:
         _check_positive(self, "block_size", "n_layer", "n_head", "n_embd")
         _check_non_negative(self, "vocab_size", "ffn_hidden", "n_kv_head")
         _check_fraction(self, "dropout")
-        _check_positive(self, "rope_theta")
+        _check_positive(self, "rope_theta", "local_window", "local_dim")
+        self._check_adaptive_output()
         if self.position == "rope" and self.head_dim % 2:
             raise ConfigError(
                 f"RoPE rotates channel pairs, but the head dimension n_embd / n_head = "
@@ -64,6 +70,38 @@ class ModelConfig:
                 f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}; each key/value "
                 "head must serve the same number of query heads"
             )
+
+    def _check_adaptive_output(self) -> None:
+        if self.output != "adaptive":
+            return
+        if self.tie_weights:
+            raise ConfigError(
+                "adaptive softmax has its own output layers and cannot share the token "
+                "embedding; add --tie_weights false"
+            )
+        cutoffs = self.cutoffs  # parses, so a typo fails here and not mid-training
+        if self.vocab_size and (
+            cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] >= self.vocab_size
+        ):
+            raise ConfigError(
+                f"adaptive_cutoffs={self.adaptive_cutoffs!r} must be ascending token ids between "
+                f"1 and vocab_size - 1 = {self.vocab_size - 1}"
+            )
+
+    @property
+    def cutoffs(self) -> list[int]:
+        """Adaptive softmax cluster boundaries: the head predicts ids below the first cutoff
+        directly, each tail cluster the ids up to the next. By default V/16 and V/4 (so the
+        32k SentencePiece vocabulary gets 2000 and 8000, close to Grave et al.'s setting)."""
+        if not self.adaptive_cutoffs.strip():
+            return [max(1, self.vocab_size // 16), max(2, self.vocab_size // 4)]
+        try:
+            return [int(part) for part in self.adaptive_cutoffs.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"adaptive_cutoffs={self.adaptive_cutoffs!r} must be comma-separated whole "
+                "numbers, e.g. 2000,10000"
+            ) from None
 
     @property
     def head_dim(self) -> int:
@@ -127,6 +165,7 @@ class TrainConfig:
     batch_size: int = 64  # sequences per micro-batch
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     max_iters: int = 5000  # optimizer steps in all
+    epochs: float = 0.0  # > 0: set max_iters to read the train split this many times
     learning_rate: float = 1e-3  # peak, reached after warm-up
     min_lr: float = 1e-4  # floor of the decay
     warmup_iters: int = 100  # linear warm-up steps
@@ -167,6 +206,7 @@ class TrainConfig:
             "weight_decay",
             "grad_clip",
             "patience",
+            "epochs",
         )
         _check_fraction(self, "beta1", "beta2", "label_smoothing")
         if self.min_lr > self.learning_rate:
@@ -200,6 +240,13 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     preset: str = ""  # the preset this run started from, for the record
+
+    def __post_init__(self) -> None:
+        if self.model.output == "adaptive" and self.train.label_smoothing:
+            raise ConfigError(
+                "label smoothing needs the full softmax over the vocabulary; with "
+                "output=adaptive set --label_smoothing 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -153,12 +153,74 @@ def dialog_chatbot() -> RunConfig:
     )  # fmt: skip
 
 
+def _tinystories_chars(preset: str, **model_fields: object) -> RunConfig:
+    """Seed 000's setting, shared by the four TinyStories variant presets so they differ only
+    in the blocks: characters of the first 5,000 TinyStories stories, 3 epochs, 4 layers x 192,
+    6 heads, block 256 (about 1.8M parameters; roughly 25 minutes a run on 2 CPU cores)."""
+    return RunConfig(
+        model=ModelConfig(
+            block_size=256, n_layer=4, n_head=6, n_embd=192, dropout=0.1, **model_fields
+        ),
+        data=DataConfig(
+            source="hf:roneneldan/TinyStories", tokenizer="char", unknown_chars="unk",
+            max_documents=5_000,
+        ),
+        train=TrainConfig(
+            batch_size=32, epochs=3, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
+            weight_decay=0.1, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_iters=20,
+        ),
+        sample=SampleConfig(prompt="Once upon a time", max_new_tokens=300, top_k=50),
+        preset=preset,
+    )  # fmt: skip
+
+
+def hybrid_tinystories() -> RunConfig:
+    """Seed 000, hybrid attention GPT on TinyStories chars: global GQA + local additive, GEGLU.
+
+    Each block's attention blends grouped-query global attention (6 query heads sharing 2
+    key/value heads) with additive attention over the last 16 characters, by a learned gate per
+    head; the feed-forward is GELU-gated (seed 000's GatedFeedForward). Compare it with
+    `baseline-tinystories` (`tinygpt compare`). Offline, pass --data with local TinyStories."""
+    return _tinystories_chars(
+        "hybrid-tinystories",
+        attention="hybrid", n_kv_head=2, local_window=16, local_dim=16, ffn="geglu",
+    )  # fmt: skip
+
+
+def baseline_tinystories() -> RunConfig:
+    """The GPT-2 baseline for hybrid-tinystories: same data, size and budget, plain blocks.
+
+    Multi-head attention with learned positions, LayerNorm and a GELU MLP: what seed 000's
+    "Baseline GPT" row should have been measured with."""
+    return _tinystories_chars("baseline-tinystories")
+
+
+def gqa_tinystories() -> RunConfig:
+    """baseline-tinystories with grouped-query attention: 6 query heads share 2 key/value heads.
+
+    Ainslie et al. 2023: a third of the KV cache, nearly the same quality (the claim to test)."""
+    return _tinystories_chars("gqa-tinystories", n_kv_head=2)
+
+
+def modern_tinystories() -> RunConfig:
+    """baseline-tinystories with the Llama block: RMSNorm, RoPE, SwiGLU, no biases.
+
+    The strongest plain baseline a researcher would expect a new attention to beat."""
+    return _tinystories_chars(
+        "modern-tinystories", norm="rmsnorm", position="rope", ffn="swiglu", bias=False
+    )
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "baby-shakespeare": baby_shakespeare,
     "gptiny": gptiny,
     "tinygpt-char": tinygpt_char,
     "tinystories-small": tinystories_small,
     "dialog-chatbot": dialog_chatbot,
+    "baseline-tinystories": baseline_tinystories,
+    "gqa-tinystories": gqa_tinystories,
+    "hybrid-tinystories": hybrid_tinystories,
+    "modern-tinystories": modern_tinystories,
 }
 
 

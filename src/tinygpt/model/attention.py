@@ -23,14 +23,16 @@ class CausalSelfAttention(nn.Module):
     dispatches to a flash / memory-efficient kernel and never materialises the T x T mask.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, extra_width: tuple[int, ...] = ()) -> None:
+        """`extra_width`: more outputs of the fused input projection, for subclasses that need
+        other per-token features (the hybrid's local scorer); handed to `attend`."""
         super().__init__()
         self.n_head = config.n_head
         self.n_kv_head = config.kv_heads
         self.head_dim = config.head_dim
         self.dropout = config.dropout
         kv_width = self.n_kv_head * self.head_dim
-        self.split_sizes = [config.n_embd, kv_width, kv_width]
+        self.split_sizes = [config.n_embd, kv_width, kv_width, *extra_width]
         self.qkv = nn.Linear(config.n_embd, sum(self.split_sizes), bias=config.bias)
         self.rope = (
             RotaryEmbedding(self.head_dim, config.block_size, config.rope_theta)
@@ -44,21 +46,24 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
         H, K, D = self.n_head, self.n_kv_head, self.head_dim
-        q, k, v = self.qkv(x).split(self.split_sizes, dim=2)  # (B, T, C), 2 x (B, T, K * D)
+        q, k, v, *extra = self.qkv(x).split(self.split_sizes, dim=2)  # (B, T, C), 2 x (B, T, K*D)
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         v = v.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         if self.rope is not None:
             q, k = self.rope(q), self.rope(k)
-        if self.training and self.dropout > 0 and x.device.type == "cpu":
-            y = causal_attention_with_dropout(q, k, v, self.dropout)  # (B, H, T, D)
-        else:
-            dropout_p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=K != H
-            )  # (B, H, T, D)
+        y = self.attend(q, k, v, extra)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, extra: list[Tensor]) -> Tensor:
+        """Causal softmax attention of q (B, H, T, D) over k, v (B, K, T, D) -> (B, H, T, D)."""
+        if self.training and self.dropout > 0 and q.device.type == "cpu":
+            return causal_attention_with_dropout(q, k, v, self.dropout)
+        dropout_p = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=k.size(1) != q.size(1)
+        )
 
 
 def causal_attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, p: float) -> Tensor:

@@ -1,4 +1,5 @@
-"""A decoder-only GPT: token + learned position embeddings, pre-norm blocks, a tied output head."""
+"""A decoder-only GPT: token + learned position embeddings, pre-norm blocks, a tied output head;
+or, by config, RoPE, RMSNorm, gated FFNs, grouped-query or hybrid attention, adaptive softmax."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from tinygpt.config import ModelConfig
-from tinygpt.model.attention import CausalSelfAttention
 from tinygpt.model.dropout import Dropout
+from tinygpt.model.hybrid_attention import make_attention
+from tinygpt.model.loss import IGNORE_INDEX, language_model_loss
 from tinygpt.model.mlp import feed_forward
 from tinygpt.model.norm import make_norm
 
@@ -20,7 +22,7 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = make_attention(config)
         self.ln_2 = make_norm(config)
         self.mlp = feed_forward(config)
 
@@ -46,10 +48,17 @@ class GPT(nn.Module):
         self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = make_norm(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if config.tie_weights:
-            # Press & Wolf 2017: one matrix both embeds tokens and scores them.
-            self.lm_head.weight = self.wte.weight
+        if config.output == "adaptive":
+            self.lm_head = None
+            self.adaptive_head = nn.AdaptiveLogSoftmaxWithLoss(
+                config.n_embd, config.vocab_size, config.cutoffs, div_value=4.0
+            )
+        else:
+            self.adaptive_head = None
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            if config.tie_weights:
+                # Press & Wolf 2017: one matrix both embeds tokens and scores them.
+                self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -69,8 +78,8 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: Tensor, last_token_only: bool = False) -> Tensor:
-        """Token ids (B, T) -> logits (B, T, V), or (B, 1, V) for the last position only."""
+    def hidden_states(self, idx: Tensor) -> Tensor:
+        """Token ids (B, T) -> the final normalised residual stream (B, T, C)."""
         T = idx.size(1)
         block_size = self.config.block_size
         if T > block_size:
@@ -81,9 +90,38 @@ class GPT(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
+        return self.ln_f(x)
+
+    def forward(self, idx: Tensor, last_token_only: bool = False) -> Tensor:
+        """Token ids (B, T) -> next-token logits (B, T, V), or (B, 1, V) for the last position
+        only. With adaptive softmax the "logits" are log-probabilities, which softmax, sampling
+        and cross-entropy treat exactly like logits."""
+        x = self.hidden_states(idx)
         if last_token_only:
             x = x[:, -1:, :]  # (B, 1, C): sampling needs only the next-token distribution
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+        if self.adaptive_head is not None:
+            B, T, C = x.shape
+            with _full_precision(x):
+                return self.adaptive_head.log_prob(x.reshape(B * T, C).float()).view(B, T, -1)
+        return self.lm_head(x)  # (B, T, V)
+
+    def loss(self, idx: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        """Mean next-token cross-entropy of `targets` (B, T); IGNORE_INDEX targets do not count.
+
+        Training calls this rather than `forward`, so adaptive softmax can score only the target's
+        cluster instead of the whole vocabulary (that is its speed-up)."""
+        x = self.hidden_states(idx)
+        if self.adaptive_head is None:
+            return language_model_loss(self.lm_head(x), targets, label_smoothing)
+        if label_smoothing:
+            raise ValueError("label smoothing needs the full softmax; use output=softmax")
+        counted = targets != IGNORE_INDEX  # (B, T)
+        B, T, C = x.shape
+        with _full_precision(x):
+            target_log_probs = self.adaptive_head(
+                x.reshape(B * T, C).float(), targets.clamp(min=0).reshape(B * T)
+            ).output  # (B * T,)
+        return -(target_log_probs * counted.view(-1)).sum() / counted.sum().clamp(min=1)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; by default without position embeddings (nanoGPT's convention: they
@@ -97,6 +135,19 @@ class GPT(nn.Module):
         """Training FLOPs (forward + backward) per token: 6 per weight of every matmul plus the
         attention scores, 12 * n_layer * n_embd * T (PaLM, Chowdhery et al. 2022, appendix B;
         the estimate nanoGPT's MFU uses, so figures compare)."""
-        T = seq_len or self.config.block_size
+        config = self.config
+        T = seq_len or config.block_size
         matmul_weights = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
-        return 6.0 * matmul_weights + 12.0 * self.config.n_layer * self.config.n_embd * T
+        attention = 12.0 * config.n_layer * config.n_embd * T
+        if config.attention == "hybrid":
+            # the local branch's weights-times-values (a dense T x T band) and its score vector
+            local_scores = config.n_head * min(config.local_window, T) * config.local_dim
+            attention += 6.0 * config.n_layer * (config.n_embd * T + local_scores)
+        return 6.0 * matmul_weights + attention
+
+
+def _full_precision(x: Tensor) -> torch.autocast:
+    """Autocast off: AdaptiveLogSoftmaxWithLoss writes cluster results into a tensor of its
+    input's dtype, which breaks when autocast makes the cluster matmuls bf16 (and the
+    log-softmax wants fp32 anyway)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)

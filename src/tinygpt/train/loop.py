@@ -29,12 +29,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tinygpt.atomic_files import write_text_atomic
-from tinygpt.config import RunConfig, apply_overrides, config_from_dict
+from tinygpt.config import RunConfig, TrainConfig, apply_overrides, config_from_dict
 from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_loss_mask, open_tokens
 from tinygpt.data.prepare import PreparedData, prepare_dataset
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.gpt import GPT
-from tinygpt.model.loss import language_model_loss
 from tinygpt.runtime import Runtime, measure_matmul_peak, seed_everything, setup_runtime
 from tinygpt.tokenizers.base import load_tokenizer
 from tinygpt.train.checkpoint import (
@@ -81,7 +80,10 @@ class Trainer:
         self.runtime: Runtime = setup_runtime(config.train)
         seed_everything(config.train.seed)
         self.model = GPT(config.model).to(self.runtime.device)
-        self.forward = torch.compile(self.model) if config.train.compile else self.model
+        # training and evaluation go through model.loss (adaptive softmax never builds (B, T, V))
+        self.compute_loss = (
+            torch.compile(self.model.loss) if config.train.compile else self.model.loss
+        )
         self.optimizer = build_optimizer(self.model, config.train, self.runtime.device_type)
         self.scaler = torch.amp.GradScaler(
             self.runtime.device_type, enabled=self.runtime.uses_grad_scaler
@@ -139,8 +141,7 @@ class Trainer:
         for _ in range(cfg.gradient_accumulation_steps):
             x, y = self._to_device(*self.sampler.next_batch())
             with self.runtime.autocast():
-                logits = self.forward(x)
-                loss = language_model_loss(logits, y, cfg.label_smoothing)
+                loss = self.compute_loss(x, y, cfg.label_smoothing)
             loss = loss / cfg.gradient_accumulation_steps
             self.scaler.scale(loss).backward()
             total += loss.detach()
@@ -182,7 +183,7 @@ class Trainer:
             for x, y in fixed_eval_batches(tokens, block, rows, forwards, cfg.seed + 1, mask):
                 x, y = self._to_device(x, y)
                 with self.runtime.autocast():
-                    total += language_model_loss(self.forward(x), y)
+                    total += self.compute_loss(x, y)
             losses[split] = total.item() / forwards
         return losses
 
@@ -386,7 +387,9 @@ def start_run(config: RunConfig, run_dir: Path) -> Trainer:
         )
     vocab_size = max(config.model.vocab_size, prepared.vocab_size)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, vocab_size=vocab_size)
+        config,
+        model=dataclasses.replace(config.model, vocab_size=vocab_size),
+        train=_steps_for_epochs(config, prepared.train_tokens),
     )
     tokenizer_json = prepared.tokenizer_path.read_text(encoding="utf-8")
     create_run_dir(run_dir, config.to_json(), tokenizer_json, _data_info(prepared))
@@ -427,6 +430,18 @@ def resume_run(run_dir: Path, overrides: dict[str, Any] | None = None) -> Traine
     MetricsLog(run_dir / "metrics.jsonl").truncate_after(trainer.progress.step)
     log.info("resumed %s at step %d", run_dir, trainer.progress.step)
     return trainer
+
+
+def _steps_for_epochs(config: RunConfig, train_tokens: int) -> TrainConfig:
+    """With `epochs` set, max_iters becomes the steps that read the train split that many times
+    (seed 000 trains "3 epochs"); the result is saved in config.json, so a resume keeps it."""
+    train = config.train
+    if not train.epochs:
+        return train
+    tokens_per_step = train.batch_size * config.model.block_size * train.gradient_accumulation_steps
+    return dataclasses.replace(
+        train, max_iters=max(1, math.ceil(train.epochs * train_tokens / tokens_per_step))
+    )
 
 
 def _loss_masks(config: RunConfig, prepared: PreparedData) -> dict[str, np.ndarray | None]:
