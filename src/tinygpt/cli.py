@@ -7,6 +7,7 @@ import argparse
 import inspect
 import logging
 import re
+import shlex
 import sys
 import typing
 from pathlib import Path
@@ -17,6 +18,7 @@ from tinygpt.config import (
     all_fields,
     apply_overrides,
     load_toml_overrides,
+    parse_value,
     section_classes,
 )
 from tinygpt.errors import ConfigError, TinyGPTError
@@ -114,7 +116,45 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     plot.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/loss.png)")
     plot.set_defaults(handler=run_plot)
+
+    compare = commands.add_parser(
+        "compare",
+        help="train configs on equal data and compute, over seeds, and tabulate val loss",
+        usage="tinygpt compare CONFIG [CONFIG ...] --out DIR [--seeds N] "
+        "(--tokens N | --minutes M) [--data PATH_OR_URL] [--FIELD VALUE ...]",
+        description="Does a variant beat the baseline (the first CONFIG)? Each CONFIG (a preset "
+        "name, or a TOML file of fields whose top-level `preset = NAME` picks its preset) trains "
+        "once per seed for the same budget; --FIELD flags apply to every config. Writes "
+        "DIR/compare.md, compare.json and val_curves.png; finished runs in DIR/runs are reused, "
+        "interrupted ones resumed.",
+    )
+    compare.add_argument(
+        "configs", nargs="+", metavar="CONFIG", help="preset name or TOML file; first: baseline"
+    )
+    compare.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder of the runs and reports"
+    )
+    compare.add_argument("--seeds", type=int, default=3, metavar="N", help="runs per config")
+    compare.add_argument(
+        "--tokens", type=_whole_number, metavar="N", help="training tokens per run (1e6 works)"
+    )
+    compare.add_argument(
+        "--minutes", type=float, metavar="M", help="minutes of training steps per run"
+    )
+    compare.add_argument(
+        "--data",
+        dest="data.source",
+        default=argparse.SUPPRESS,
+        metavar="PATH_OR_URL",
+        help="text to train on, for every config",
+    )
+    _add_field_flags(compare)
+    compare.set_defaults(handler=run_compare)
     return parser
+
+
+def _whole_number(text: str) -> int:
+    return parse_value("--tokens", int, text)
 
 
 def _add_field_flags(
@@ -289,6 +329,36 @@ def run_plot(args: argparse.Namespace) -> int:
     plot_loss_curve(read_metrics(args.run_dir), out, title=str(args.run_dir))
     print(out)
     return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from tinygpt.eval.compare import Budget, CompareInterrupted, run_comparison
+
+    budget = Budget(tokens=args.tokens, minutes=args.minutes)
+    command = _compare_command(args)
+    try:
+        comparison = run_comparison(
+            args.configs, _field_overrides(args), args.out, args.seeds, budget, command
+        )
+    except CompareInterrupted as stop:
+        print(f"{stop}; its checkpoint is saved, continue with: {command}")
+        return 130
+    print(comparison.to_markdown())
+    print(f"\n{comparison.summary_line()}")
+    print(f"wrote {args.out / 'compare.md'}, compare.json and val_curves.png")
+    return 0
+
+
+def _compare_command(args: argparse.Namespace) -> str:
+    """The command line that reproduces (or continues) this comparison."""
+    words = ["tinygpt", "compare", *args.configs, "--out", str(args.out)]
+    words += ["--seeds", str(args.seeds)]
+    words += ["--tokens", str(args.tokens)] if args.tokens is not None else []
+    words += ["--minutes", str(args.minutes)] if args.minutes is not None else []
+    for key, value in _field_overrides(args).items():
+        flag = "--data" if key == "data.source" else "--" + key.rpartition(".")[2]
+        words += [flag, str(value)]
+    return shlex.join(words)
 
 
 if __name__ == "__main__":

@@ -139,3 +139,53 @@ def test_tinyshakespeare_matches_nanogpt_split(cache_dir: Path):
     prepared = prepare_dataset(DataConfig())
     assert prepared.vocab_size == 65
     assert (prepared.train_tokens, prepared.val_tokens) == (1_003_854, 111_540)
+
+
+def test_val_chars_and_bytes_of_a_document_cut_by_position(tmp_path: Path, cache_dir: Path):
+    text = "héllo wörld, a snowman ☃ and a 𝄞 clef.\n" * 40
+    path = tmp_path / "wide.txt"
+    path.write_text(text, encoding="utf-8")
+    prepared = prepare_dataset(DataConfig(source=str(path), workers=1))
+    val_text = text[prepared.train_tokens :]  # one character per token
+    assert prepared.val_chars == prepared.val_tokens == len(val_text)
+    assert prepared.val_bytes == len(val_text.encode("utf-8"))
+    assert load_prepared(prepared.directory) == prepared
+
+
+def test_val_chars_when_the_cut_falls_inside_one_of_several_pieces(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(prepare, "SHARD_TEXT_BYTES", 300)  # about 12 pieces
+    text = "".join(f"line {i}: naïve café ☃\n" for i in range(160))
+    path = tmp_path / "long.txt"
+    path.write_text(text, encoding="utf-8")
+    prepared = prepare_dataset(DataConfig(source=str(path), workers=1))
+    tokenizer = load_tokenizer(prepared.tokenizer_path)
+    decoded = tokenizer.decode(open_tokens(prepared.val_path, prepared.dtype))
+    # each piece ends in "\n" and is followed by the "\n\n" separator, which is not text
+    val_text = decoded.replace("\n\n\n", "\n")
+    assert 0 < len(val_text) < len(decoded)
+    assert prepared.val_chars == len(val_text)
+    assert prepared.val_bytes == len(val_text.encode("utf-8"))
+
+
+def test_val_chars_count_the_validation_documents(tmp_path: Path, cache_dir: Path):
+    documents = [f"story {i}: ça va" + " ü" * i for i in range(40)]  # nothing to strip
+    path = tmp_path / "stories.txt"
+    path.write_text("\n<|endoftext|>\n".join(documents) + "\n", encoding="utf-8")
+    prepared = prepare_dataset(DataConfig(source=str(path), workers=1))
+    held_out = [doc for i, doc in enumerate(documents) if prepare._is_validation(i, 0.1)]
+    assert held_out
+    assert prepared.val_chars == sum(map(len, held_out))
+    assert prepared.val_bytes == sum(len(doc.encode("utf-8")) for doc in held_out)
+
+
+def test_data_prepared_before_text_sizes_were_recorded_still_loads(corpus: Path, cache_dir: Path):
+    prepared = prepare_dataset(DataConfig(source=str(corpus), workers=1))
+    meta_path = prepared.directory / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    del meta["val_chars"], meta["val_bytes"]
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    old = load_prepared(prepared.directory)
+    assert (old.val_chars, old.val_bytes) == (None, None)
+    assert old.val_tokens == prepared.val_tokens

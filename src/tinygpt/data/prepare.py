@@ -68,6 +68,10 @@ class PreparedData:
     val_tokens: int
     source_sha256: str  # the corpus fingerprint
     has_loss_mask: bool = False  # dialogs: train.mask.bin / val.mask.bin, 1 on Bot tokens
+    # characters and UTF-8 bytes of the validation text (separators excluded), so that losses
+    # per token convert to bits per character; None for data prepared before they were recorded
+    val_chars: int | None = None
+    val_bytes: int | None = None
 
     def mask_path(self, split: str) -> Path | None:
         return self.directory / f"{split}.mask.bin" if self.has_loss_mask else None
@@ -94,8 +98,8 @@ def prepare_dataset(
     tokenizer = _tokenizer_in(work, config, corpus)
     started = time.perf_counter()
     plan = _split_plan(corpus)
-    streams = _encode_corpus(config, corpus, tokenizer, work, plan)
-    meta = _assemble(directory, work, streams, tokenizer, corpus, config, plan)
+    streams, text_sizes = _encode_corpus(config, corpus, tokenizer, work, plan)
+    meta = _assemble(directory, work, streams, text_sizes, tokenizer, corpus, config, plan)
     shutil.rmtree(work, ignore_errors=True)
     logger.info(
         "prepared %s in %.1f s: %d train and %d val tokens (%s), vocab %d, in %s",
@@ -248,36 +252,52 @@ def _size(document: Document) -> int:
     return sum(len(user) + len(bot) for user, bot in document.turns)
 
 
+def _utf8_size(document: Document) -> int:
+    """UTF-8 bytes of the text. `isascii()` is O(1) on CPython's compact strings, so an ASCII
+    corpus costs nothing and others one C-level encode, never a Python loop over characters."""
+    if isinstance(document, str):
+        texts = [document]
+    else:
+        texts = [text for turn in document.turns for text in turn]
+    return sum(len(t) if t.isascii() else len(t.encode("utf-8", "surrogatepass")) for t in texts)
+
+
 # ----------------------------------------------------------------------------------------------
 # Parallel encoding
 
 
+TextSizes = dict[str, list[tuple[int, int]]]  # per destination, (characters, bytes) per shard
+
+
 def _encode_corpus(
     config: DataConfig, corpus: Corpus, tokenizer: Tokenizer, work: Path, plan: str
-) -> dict[str, list[str]]:
-    """Encode every shard not already done; returns, per destination, the shard names in order."""
+) -> tuple[dict[str, list[str]], TextSizes]:
+    """Encode every shard not already done; returns, per destination, the shard names in order
+    and the characters and bytes of text in each (counted here, where the text passes anyway)."""
     workers = config.workers or os.cpu_count() or 1
     total = sum(corpus.total_bytes(split) or 0 for split in corpus.splits) or None
     progress = tqdm(
         total=total, unit="B", unit_scale=True, desc="tokenize", disable=not sys.stderr.isatty()
     )
     names: dict[str, list[str]] = {"train": [], "val": [], "all": []}
+    sizes: TextSizes = {dest: [] for dest in names}
     with progress, EncoderPool(workers, work / "tokenizer.json", config.format) as submit:
         pending: list[tuple[str, list, concurrent.futures.Future | None]] = []
         for name, batch in _jobs(corpus, config, plan):
             done = (work / f"{name}.done").exists()
             pending.append((name, batch, None if done else submit(batch)))
             if len(pending) >= 2 * workers:  # bounded memory: at most 2 shards per worker
-                _finish(pending.pop(0), work, names, progress)
+                _finish(pending.pop(0), work, names, sizes, progress)
         while pending:
-            _finish(pending.pop(0), work, names, progress)
-    return names
+            _finish(pending.pop(0), work, names, sizes, progress)
+    return names, sizes
 
 
 def _finish(
     entry: tuple[str, list, concurrent.futures.Future | None],
     work: Path,
     names: dict[str, list[str]],
+    sizes: TextSizes,
     progress: tqdm,
 ) -> None:
     name, batch, future = entry
@@ -290,6 +310,8 @@ def _finish(
         write_bytes_atomic(work / f"{name}.done", json.dumps(sorted(outputs)).encode())
     for dest in json.loads((work / f"{name}.done").read_text()):
         names[dest].append(name)
+        documents = [doc for doc_dest, doc in batch if doc_dest == dest]
+        sizes[dest].append((sum(map(_size, documents)), sum(map(_utf8_size, documents))))
     progress.update(sum(_size(doc) for _, doc in batch))
 
 
@@ -382,6 +404,7 @@ def _assemble(
     directory: Path,
     work: Path,
     streams: dict[str, list[str]],
+    text_sizes: TextSizes,
     tokenizer: Tokenizer,
     corpus: Corpus,
     config: DataConfig,
@@ -406,11 +429,16 @@ def _assemble(
     def write(temp_dir: Path) -> None:
         if plan == "by_position":
             counts = _cut_by_position(work, streams["all"], temp_dir, dtype, tokenizer, config)
+            val_chars, val_bytes = _val_text_size_by_position(
+                work, streams["all"], text_sizes["all"], counts["train"], dtype, tokenizer
+            )
         else:
             counts = {
                 dest: _concatenate(work, streams[dest], dest, temp_dir, has_mask, dtype)
                 for dest in ("train", "val")
             }
+            val_chars = sum(chars for chars, _ in text_sizes["val"])
+            val_bytes = sum(size for _, size in text_sizes["val"])
         for dest, count in counts.items():
             if count < MIN_SPLIT_TOKENS:
                 raise DataError(
@@ -418,7 +446,12 @@ def _assemble(
                     f"{config.val_fraction}); each split needs at least {MIN_SPLIT_TOKENS}: "
                     "give more text or change --val_fraction"
                 )
-        meta.update(train_tokens=counts["train"], val_tokens=counts["val"])
+        meta.update(
+            train_tokens=counts["train"],
+            val_tokens=counts["val"],
+            val_chars=val_chars,
+            val_bytes=val_bytes,
+        )
         shutil.copyfile(work / "tokenizer.json", temp_dir / "tokenizer.json")
         write_synced(temp_dir / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
 
@@ -460,6 +493,42 @@ def _cut_by_position(
     return {"train": n_train, "val": total - n_train}
 
 
+def _val_text_size_by_position(
+    work: Path, names: list[str], sizes: list[tuple[int, int]], n_train: int, dtype: str,
+    tokenizer: Tokenizer,
+) -> tuple[int, int]:  # fmt: skip
+    """Characters and bytes of the text after the cut at token `n_train`. Pieces wholly after
+    the cut were counted while encoding; only the part of the one piece the cut falls into is
+    decoded (each shard holds one piece, followed by the separator)."""
+    itemsize = np.dtype(dtype).itemsize
+    separator = len(tokenizer.document_separator())
+    chars = size = start = 0
+    for name, (piece_chars, piece_bytes) in zip(names, sizes, strict=True):
+        path = work / f"{name}.all.bin"
+        stop = start + path.stat().st_size // itemsize - separator  # end of the piece's text
+        if start >= n_train:
+            chars, size = chars + piece_chars, size + piece_bytes
+        elif stop > n_train:
+            part_chars, part_bytes = _decoded_size(
+                tokenizer, np.fromfile(path, dtype=dtype)[n_train - start : stop - start]
+            )
+            chars, size = chars + part_chars, size + part_bytes
+        start = stop + separator
+    return chars, size
+
+
+def _decoded_size(tokenizer: Tokenizer, ids: np.ndarray) -> tuple[int, int]:
+    """Characters and UTF-8 bytes that `ids` decode to, without a Python loop over tokens: a
+    char id is one character, whose UTF-8 length follows from its code point."""
+    if isinstance(tokenizer, CharTokenizer):
+        table = tokenizer.decode(range(tokenizer.vocab_size))  # one character per id
+        code_points = np.frombuffer(table.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        lengths = 1 + (code_points >= 0x80) + (code_points >= 0x800) + (code_points >= 0x10000)
+        return len(ids), int(lengths[ids].sum())
+    text = tokenizer.decode(ids.tolist())
+    return len(text), len(text.encode("utf-8", "surrogatepass"))
+
+
 def load_prepared(directory: Path) -> PreparedData:
     """Read back a directory written by `prepare_dataset`."""
     directory = Path(directory)
@@ -477,11 +546,17 @@ def load_prepared(directory: Path) -> PreparedData:
             val_tokens=int(meta["val_tokens"]),
             source_sha256=str(meta["source_sha256"]),
             has_loss_mask=bool(meta.get("has_loss_mask", False)),
+            val_chars=_int_or_none(meta.get("val_chars")),
+            val_bytes=_int_or_none(meta.get("val_bytes")),
         )
     except FileNotFoundError:
         raise DataError(f"{meta_path} does not exist; prepare the data again") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{meta_path} is unreadable ({err}); prepare the data again") from None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _load_if_complete(directory: Path) -> PreparedData | None:
