@@ -77,6 +77,10 @@ def test_presets_lists_one_line_each(capsys):
         "tinygpt-char",
         "tinystories-small",
         "dialog-chatbot",
+        "baseline-tinystories",
+        "gqa-tinystories",
+        "hybrid-tinystories",
+        "modern-tinystories",
     ]
 
 
