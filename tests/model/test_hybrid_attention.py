@@ -126,7 +126,21 @@ def test_hybrid_flops_count_the_local_branch(hybrid_config, tiny_config):
         b.attn.qkv.weight.numel() for b in plain.blocks
     )
     c = hybrid_config
-    local = 6 * c.n_layer * (c.n_embd * 16 + c.n_head * c.local_window * c.local_dim)
+    local = 6 * c.n_layer * c.local_window * (c.n_embd + c.n_head * c.local_dim)
     assert math.isclose(
         hybrid.flops_per_token(16), plain.flops_per_token(16) + extra_projection + local
+    )
+
+
+def test_local_branch_gradients_pass_a_numerical_check():
+    torch.manual_seed(0)
+    B, H, K, T, A, D, W = 2, 4, 2, 7, 3, 5, 3
+    inputs = [
+        torch.randn(B, H, T, A, dtype=torch.float64, requires_grad=True),
+        torch.randn(B, K, T, A, dtype=torch.float64, requires_grad=True),
+        torch.randn(B, K, T, D, dtype=torch.float64, requires_grad=True),
+        torch.randn(H, A, dtype=torch.float64, requires_grad=True),
+    ]
+    torch.autograd.gradcheck(
+        lambda q, k, v, w: local_additive_attention(q, k, v, w, W), inputs, eps=1e-6
     )

@@ -140,9 +140,10 @@ class GPT(nn.Module):
         matmul_weights = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
         attention = 12.0 * config.n_layer * config.n_embd * T
         if config.attention == "hybrid":
-            # the local branch's weights-times-values (a dense T x T band) and its score vector
-            local_scores = config.n_head * min(config.local_window, T) * config.local_dim
-            attention += 6.0 * config.n_layer * (config.n_embd * T + local_scores)
+            # the local branch: weights times a window of values, and the additive score vector
+            window = min(config.local_window, T)
+            local = window * (config.n_embd + config.n_head * config.local_dim)
+            attention += 6.0 * config.n_layer * local
         return 6.0 * matmul_weights + attention
 
 
