@@ -152,7 +152,7 @@ def test_val_chars_and_bytes_of_a_document_cut_by_position(tmp_path: Path, cache
     assert load_prepared(prepared.directory) == prepared
 
 
-def test_val_chars_when_the_cut_falls_inside_one_of_several_pieces(
+def test_a_document_encoded_in_pieces_has_no_separator_inside(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(prepare, "SHARD_TEXT_BYTES", 300)  # about 12 pieces
@@ -161,12 +161,53 @@ def test_val_chars_when_the_cut_falls_inside_one_of_several_pieces(
     path.write_text(text, encoding="utf-8")
     prepared = prepare_dataset(DataConfig(source=str(path), workers=1))
     tokenizer = load_tokenizer(prepared.tokenizer_path)
-    decoded = tokenizer.decode(open_tokens(prepared.val_path, prepared.dtype))
-    # each piece ends in "\n" and is followed by the "\n\n" separator, which is not text
-    val_text = decoded.replace("\n\n\n", "\n")
-    assert 0 < len(val_text) < len(decoded)
-    assert prepared.val_chars == len(val_text)
+    train = tokenizer.decode(open_tokens(prepared.train_path, prepared.dtype))
+    val = tokenizer.decode(open_tokens(prepared.val_path, prepared.dtype))
+    assert train + val == text  # no "\n\n" separator after each piece
+    assert prepared.train_tokens == int(len(text) * 0.9)
+    assert prepared.val_tokens == len(text) - prepared.train_tokens
+
+
+def test_bpe_ids_of_a_document_in_pieces_are_those_of_the_whole_text(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(prepare, "SHARD_TEXT_BYTES", 40)  # about 20 pieces
+    # " \n" is a learned token here (from " \n\n"): a piece cut after "sat \n" would end in it,
+    # where the whole text has " " then "\n", so pieces may only end in a newline after a word
+    text = "".join(("the cat sat \n", "a hat\n", "the hat \n\n")[i % 3] for i in range(100))
+    path = tmp_path / "hats.txt"
+    path.write_text(text, encoding="utf-8")
+    config = DataConfig(source=str(path), tokenizer="bpe", tokenizer_vocab_size=300, workers=1)
+    prepared = prepare_dataset(config)
+    tokenizer = load_tokenizer(prepared.tokenizer_path)
+    ids = [open_tokens(p, prepared.dtype) for p in (prepared.train_path, prepared.val_path)]
+    assert np.concatenate(ids).tolist() == tokenizer.encode(text)
+
+
+def test_val_chars_when_the_cut_falls_inside_one_of_several_pieces(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(prepare, "SHARD_TEXT_BYTES", 300)  # about 12 pieces
+    text = "".join(f"line {i}: naïve café ☃\n" for i in range(160))
+    path = tmp_path / "long.txt"
+    path.write_text(text, encoding="utf-8")
+    prepared = prepare_dataset(DataConfig(source=str(path), workers=1))
+    val_text = text[prepared.train_tokens :]  # one character per token
+    assert prepared.val_chars == prepared.val_tokens == len(val_text)
     assert prepared.val_bytes == len(val_text.encode("utf-8"))
+
+
+def test_a_work_directory_left_by_other_data_is_not_resumed(tmp_path: Path, cache_dir: Path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    work = tmp_path / ".out.work"  # e.g. from an older version, or another corpus
+    work.mkdir()
+    (work / "train-000000.all.bin").write_bytes(b"\x00\x00" * 7)
+    (work / "train-000000.done").write_text('["all"]', encoding="utf-8")
+    prepared = prepare_dataset(DataConfig(source=str(path), workers=1), out_dir=tmp_path / "out")
+    tokenizer = load_tokenizer(prepared.tokenizer_path)
+    train = tokenizer.decode(open_tokens(prepared.train_path, prepared.dtype))
+    assert train + tokenizer.decode(open_tokens(prepared.val_path, prepared.dtype)) == TEXT
 
 
 def test_val_chars_count_the_validation_documents(tmp_path: Path, cache_dir: Path):

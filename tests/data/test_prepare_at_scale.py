@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tinygpt.data.prepare import prepare_dataset
 from tinygpt.errors import DataError
 from tinygpt.model.loss import IGNORE_INDEX
 from tinygpt.tokenizers.base import load_tokenizer
+from tinygpt.tokenizers.bpe import BPETokenizer
 
 STORIES = [f"Story {i}: once upon a time a cat named Tom{i} found a hat." for i in range(200)]
 
@@ -125,4 +127,24 @@ def test_pieces_rejoin_to_the_text_and_cut_only_before_a_new_word(text, size):
         prepare.SHARD_TEXT_BYTES = original
     assert "".join(pieces) == text
     for piece, following in itertools.pairwise(pieces):
-        assert len(piece) >= size and piece.endswith("\n") and not following[0].isspace()
+        assert len(piece) >= size and piece.endswith("\n")
+        assert not piece[-2].isspace() and not following[0].isspace()  # "\n" between two words
+
+
+@functools.cache
+def whitespace_bpe() -> BPETokenizer:
+    """A BPE that has learned merges of spaces and newlines, such as " \n"."""
+    return BPETokenizer.train(["a \n\nb  \n\n ab\nba \nab \n\n" * 50], 300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab \n", max_size=300), st.integers(min_value=1, max_value=40))
+def test_pieces_encode_to_the_bpe_ids_of_the_whole_text(text, size):
+    original = prepare.SHARD_TEXT_BYTES
+    prepare.SHARD_TEXT_BYTES = size
+    try:
+        pieces = list(prepare._pieces(text))
+    finally:
+        prepare.SHARD_TEXT_BYTES = original
+    tokenizer = whitespace_bpe()
+    assert [i for piece in pieces for i in tokenizer.encode(piece)] == tokenizer.encode(text)

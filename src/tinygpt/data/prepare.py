@@ -44,11 +44,12 @@ from tinygpt.data.chat_format import Conversation, encode_conversation, render_t
 from tinygpt.data.sources import Corpus, default_cache_dir, open_corpus
 from tinygpt.errors import DataError
 from tinygpt.tokenizers.base import Tokenizer, build_tokenizer, load_tokenizer
+from tinygpt.tokenizers.bpe import split_text
 from tinygpt.tokenizers.char import CharTokenizer
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when the files' layout or meaning changes; old caches are then ignored
+FORMAT_VERSION = 3  # bump when the files' layout or meaning changes; old caches are then ignored
 SHARD_TEXT_BYTES = 4 << 20  # text per unit of parallel work: big enough to amortise, small in RAM
 MIN_SPLIT_TOKENS = 2  # a split needs at least one (input, target) pair
 GOLDEN_RATIO_FRACTION = 0.6180339887498949  # spreads document indices evenly over [0, 1)
@@ -88,13 +89,14 @@ def prepare_dataset(
         return already
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     corpus = open_corpus(config, cache_dir)
-    directory = out_dir or cache_dir / "prepared" / dataset_key(corpus.fingerprint, config)
+    key = dataset_key(corpus.fingerprint, config)
+    directory = out_dir or cache_dir / "prepared" / key
     existing = _load_if_complete(directory)
     if existing is not None:
         logger.info("reusing prepared data in %s", directory)
         return existing
     work = directory.with_name(f".{directory.name}.work")
-    work.mkdir(parents=True, exist_ok=True)
+    _open_work_directory(work, key)
     tokenizer = _tokenizer_in(work, config, corpus)
     started = time.perf_counter()
     plan = _split_plan(corpus)
@@ -124,6 +126,24 @@ def _prepared_source(config: DataConfig) -> PreparedData | None:
             f"for {config.tokenizer}; pass --tokenizer {meta['tokenizer']} or prepare it again"
         )
     return prepared
+
+
+def _open_work_directory(work: Path, key: str) -> None:
+    """Resume only shards made for the same data: an `out_dir` keeps its name when the corpus,
+    the config or FORMAT_VERSION change, and their shards must not be mixed in."""
+    key_path = work / "dataset_key"
+    if work.exists() and _text_or_none(key_path) != key:
+        logger.info("discarding %s, left by a run on other data", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(key_path, key.encode())
+
+
+def _text_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def dataset_key(fingerprint: str, config: DataConfig) -> str:
@@ -202,6 +222,7 @@ def _jobs(corpus: Corpus, config: DataConfig, plan: str) -> Iterator[tuple[str, 
         )
         yield from _shards("train", assigned)
     else:  # one document: cut into pieces at line ends, encoded in parallel, split afterwards
+        # "all" holds pieces of that one document, so no separator is put after them
         (document,) = _docs(corpus, "train")
         yield from _shards("train", (("all", piece) for piece in _pieces(_as_text(document))))
 
@@ -211,23 +232,10 @@ def _is_validation(index: int, val_fraction: float) -> bool:
 
 
 def _pieces(text: str) -> Iterator[str]:
-    """Cut one long text into ~SHARD_TEXT_BYTES pieces, each ending with a newline that is
-    followed by a non-space character, where every tokenizer here starts a new word anyway."""
-    start = 0
-    while start < len(text):
-        end = _piece_end(text, start + SHARD_TEXT_BYTES)
-        yield text[start:end]
-        start = end
-
-
-def _piece_end(text: str, at: int) -> int:
-    """The first position at or after `at` that follows a newline and precedes a non-space."""
-    newline = text.find("\n", at - 1)
-    while newline != -1 and newline + 1 < len(text):
-        if not text[newline + 1].isspace():
-            return newline + 1
-        newline = text.find("\n", newline + 1)
-    return len(text)
+    """Cut one long text into pieces of ~SHARD_TEXT_BYTES characters at a newline between two
+    non-space characters, where the pieces encode to the ids of the whole text (`split_text`: a
+    newline after a space would end a piece with a " \n" token that the whole text lacks)."""
+    return (piece for piece in split_text(text, SHARD_TEXT_BYTES) if piece)
 
 
 def _shards(split: str, items: Iterable[tuple[str, Document]]) -> Iterator[tuple[str, list]]:
@@ -354,14 +362,16 @@ def _init_worker(tokenizer_path: str, data_format: str) -> None:
 
 
 def _encode_batch(batch: list[tuple[str, Document]]) -> dict[str, tuple[np.ndarray, Any]]:
-    """Encode one shard: per destination, the ids (documents each followed by the separator),
-    already in the token file's dtype, and for dialogs the loss mask (1 on Bot reply tokens)."""
+    """Encode one shard: per destination, the ids (documents each followed by the separator;
+    "all", the pieces of one document, without), already in the token file's dtype, and for
+    dialogs the loss mask (1 on Bot reply tokens)."""
     tokenizer: Tokenizer = _WORKER["tokenizer"]
     dtype = token_dtype(tokenizer.vocab_size)
-    separator = np.asarray(tokenizer.document_separator(), dtype=dtype)
     outputs = {}
     for dest in dict.fromkeys(dest for dest, _ in batch):  # destinations in order of appearance
         documents = [doc for doc_dest, doc in batch if doc_dest == dest]
+        separator_ids = [] if dest == "all" else tokenizer.document_separator()
+        separator = np.asarray(separator_ids, dtype=dtype)
         if _WORKER["format"] == "dialog":
             outputs[dest] = _encode_conversations(documents, tokenizer, separator)
         else:
@@ -428,7 +438,7 @@ def _assemble(
 
     def write(temp_dir: Path) -> None:
         if plan == "by_position":
-            counts = _cut_by_position(work, streams["all"], temp_dir, dtype, tokenizer, config)
+            counts = _cut_by_position(work, streams["all"], temp_dir, dtype, config)
             val_chars, val_bytes = _val_text_size_by_position(
                 work, streams["all"], text_sizes["all"], counts["train"], dtype, tokenizer
             )
@@ -474,13 +484,12 @@ def _concatenate(
 
 
 def _cut_by_position(
-    work: Path, names: list[str], out_dir: Path, dtype: str, tokenizer: Tokenizer,
-    config: DataConfig,
-) -> dict[str, int]:  # fmt: skip
-    """The single document's tokens, without its trailing separator, cut at 1 - val_fraction."""
+    work: Path, names: list[str], out_dir: Path, dtype: str, config: DataConfig
+) -> dict[str, int]:
+    """The single document's tokens (no separator: there is no other document), cut at
+    1 - val_fraction."""
     total = _concatenate(work, names, "all", out_dir, False, dtype)
     tokens = np.memmap(out_dir / "all.bin", dtype=dtype, mode="r")
-    total -= len(tokenizer.document_separator())
     n_train = int(total * (1.0 - config.val_fraction))
     for dest, (start, stop) in (("train", (0, n_train)), ("val", (n_train, total))):
         with open(out_dir / f"{dest}.bin", "wb") as out:
@@ -497,15 +506,14 @@ def _val_text_size_by_position(
     work: Path, names: list[str], sizes: list[tuple[int, int]], n_train: int, dtype: str,
     tokenizer: Tokenizer,
 ) -> tuple[int, int]:  # fmt: skip
-    """Characters and bytes of the text after the cut at token `n_train`. Pieces wholly after
-    the cut were counted while encoding; only the part of the one piece the cut falls into is
-    decoded (each shard holds one piece, followed by the separator)."""
+    """Characters and bytes of the text after the cut at token `n_train`. Shards wholly after
+    the cut were counted while encoding; only the part of the one shard the cut falls into is
+    decoded (a shard's ids are its pieces' text, nothing else)."""
     itemsize = np.dtype(dtype).itemsize
-    separator = len(tokenizer.document_separator())
     chars = size = start = 0
     for name, (piece_chars, piece_bytes) in zip(names, sizes, strict=True):
         path = work / f"{name}.all.bin"
-        stop = start + path.stat().st_size // itemsize - separator  # end of the piece's text
+        stop = start + path.stat().st_size // itemsize
         if start >= n_train:
             chars, size = chars + piece_chars, size + piece_bytes
         elif stop > n_train:
@@ -513,7 +521,7 @@ def _val_text_size_by_position(
                 tokenizer, np.fromfile(path, dtype=dtype)[n_train - start : stop - start]
             )
             chars, size = chars + part_chars, size + part_bytes
-        start = stop + separator
+        start = stop
     return chars, size
 
 
