@@ -33,13 +33,16 @@ def test_rope_scores_depend_only_on_the_distance_between_positions():
     rope = RotaryEmbedding(head_dim=16, max_positions=64)
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
 
+    def at(position: int) -> torch.Tensor:
+        return torch.tensor([[position]])  # (B, T) positions
+
     def score(m: int, n: int) -> torch.Tensor:
-        return (rope(q, start=m) * rope(k, start=n)).sum()
+        return (rope(q, at(m)) * rope(k, at(n))).sum()
 
     torch.testing.assert_close(score(5, 2), score(40, 37), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(score(5, 2), score(5, 4))
-    torch.testing.assert_close(rope(q, start=0), q)  # position 0 is no rotation
-    assert torch.allclose(rope(q, start=9).norm(), q.norm())  # rotations keep lengths
+    torch.testing.assert_close(rope(q, at(0)), q)  # position 0 is no rotation
+    assert torch.allclose(rope(q, at(9)).norm(), q.norm())  # rotations keep lengths
 
 
 def test_modern_block_is_causal_learns_and_has_no_position_table(

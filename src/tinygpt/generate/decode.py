@@ -1,70 +1,236 @@
-"""Autoregressive generation, streamed token by token, sliding the context past block_size."""
+"""Autoregressive decoding of a batch of prompts with a KV cache, token by token.
+
+Prompts of different lengths are left-padded to a common length; each sequence's positions count
+from its own first token (see `tinygpt.model.kv_cache`), so a padded batch gives every sequence
+the logits it would get alone.
+
+Past the context. A model never saw more than block_size positions, with learned embeddings or
+RoPE alike. When a sequence fills the context, the oldest quarter of it is dropped and the kept
+three quarters are re-encoded into a fresh cache at positions 0.. (seed 004's sliding window,
+done a quarter at a time so the re-encoding costs about one token's work per generated token):
+the model always sees between 3/4 and all of block_size tokens. Without the cache
+(`use_cache=False`, the reference the cache is tested and benchmarked against) the window slides
+by one token and everything is recomputed at every step.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from tinygpt.errors import DataError
-from tinygpt.generate.sampling import sample_next_token
+from tinygpt.generate.sampling import apply_repetition_penalty, sample_next_token
 from tinygpt.model.gpt import GPT
-from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
+from tinygpt.model.kv_cache import KVCache
+
+PAD_ID = 0  # any id works: padded slots are masked out of attention and never predicted
+
+
+class BatchDecoder:
+    """Holds the tokens of a batch of sequences and returns next-token logits for all of them."""
+
+    def __init__(self, model: GPT, prompts: Sequence[Sequence[int]], use_cache: bool = True):
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        self.model = model.eval()
+        self.block_size = model.config.block_size
+        self.device = next(model.parameters()).device
+        self.use_cache = use_cache
+        longest = max(len(p) for p in prompts)
+        self.tokens = torch.full((len(prompts), longest), PAD_ID, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            self.tokens[row, longest - len(prompt) :] = torch.as_tensor(prompt)
+        self.tokens = self.tokens.to(self.device)  # (B, L), left-padded
+        self.first_slot = torch.tensor([longest - len(p) for p in prompts], device=self.device)
+        self.cache: KVCache | None = None
+        self._pending: Tensor | None = None  # tokens not yet fed to the cache
+
+    @property
+    def batch(self) -> int:
+        return self.tokens.size(0)
+
+    @torch.no_grad()
+    def next_logits(self) -> Tensor:
+        """Logits (B, V) of the next token of every sequence."""
+        if not self.use_cache:
+            return self._recompute()
+        if self.cache is None or self.cache.length + self._pending_count() > self.block_size:
+            self._refill()
+        assert self.cache is not None and self._pending is not None
+        logits = self.model(self._pending, last_token_only=True, cache=self.cache)
+        self._pending = self.tokens[:, :0]
+        return logits[:, -1, :]
+
+    def push(self, next_ids: Tensor) -> None:
+        """Append one token (B,) to every sequence."""
+        column = next_ids.view(-1, 1).to(self.device)
+        self.tokens = torch.cat((self.tokens, column), dim=1)
+        if self._pending is not None:
+            self._pending = torch.cat((self._pending, column), dim=1)
+
+    def reorder(self, indices: Tensor) -> None:
+        """Keep sequences `indices` in that order (beam search)."""
+        indices = indices.to(self.device)
+        self.tokens = self.tokens.index_select(0, indices)
+        self.first_slot = self.first_slot.index_select(0, indices)
+        if self._pending is not None:
+            self._pending = self._pending.index_select(0, indices)
+        if self.cache is not None:
+            self.cache.reorder(indices)
+
+    def _pending_count(self) -> int:
+        return 0 if self._pending is None else self._pending.size(1)
+
+    def _refill(self) -> None:
+        """Start a cache from the last 3/4 of the context (or the whole prompt at first)."""
+        if self.cache is None and self.tokens.size(1) <= self.block_size:
+            keep = self.tokens.size(1)
+        else:
+            keep = min(self.tokens.size(1), self.block_size - self.block_size // 4)
+        dropped = self.tokens.size(1) - keep
+        self.tokens = self.tokens[:, dropped:]
+        self.first_slot = (self.first_slot - dropped).clamp(min=0)
+        self.cache = self.model.new_cache(self.batch, first_slot=self.first_slot)
+        self._pending = self.tokens
+
+    def _recompute(self) -> Tensor:
+        context = self.tokens[:, -self.block_size :]
+        if self.batch > 1 and bool(self.first_slot.any()):
+            # padded batch without a cache: each sequence alone (this path is the reference)
+            rows = [self._recompute_row(row) for row in range(self.batch)]
+            return torch.cat(rows, dim=0)
+        return self.model(context, last_token_only=True)[:, -1, :]
+
+    def _recompute_row(self, row: int) -> Tensor:
+        start = int(self.first_slot[row])
+        context = self.tokens[row : row + 1, start:][:, -self.block_size :]
+        return self.model(context, last_token_only=True)[:, -1, :]
 
 
 @torch.no_grad()
-def generate_tokens(
+def sample_tokens(
     model: GPT,
-    prompt_ids: Tensor,
+    prompts: Sequence[Sequence[int]],
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
     seed: int | None = None,
-) -> Iterator[int]:
-    """Yield new token ids one at a time for a single prompt (1-D tensor of ids).
+    suppressed_until: tuple[int, Sequence[int]] = (0, ()),
+    use_cache: bool = True,
+    vocab_size: int | None = None,
+) -> Iterator[Tensor]:
+    """Yield the next token id of every prompt (a (B,) tensor) once per step.
 
-    With learned position embeddings the model cannot see more than block_size tokens, so once
-    the text is longer only its last block_size tokens are fed back (seed 004's sliding window):
-    the model forgets the oldest tokens but keeps writing. Each step recomputes the window; the
-    KV cache that avoids this arrives with the generation engine.
+    `suppressed_until` = (n, ids): those ids (end-of-text) cannot be drawn for the first n
+    steps (min_new_tokens). The caller decides when a sequence is finished and stops iterating.
     """
-    model.eval()
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
+    decoder = BatchDecoder(model, prompts, use_cache)
+    generator = torch.Generator(device=decoder.device)
     if seed is not None:
         generator.manual_seed(seed)
-    block_size = model.config.block_size
-    tokens = prompt_ids.view(1, -1).to(device)  # (1, T)
-    for _ in range(max_new_tokens):
-        context = tokens[:, -block_size:]  # (1, <= block_size)
-        logits = model(context, last_token_only=True)[:, -1, :]  # (1, V)
-        next_id = sample_next_token(logits, temperature, top_k, top_p, generator)  # (1, 1)
-        tokens = torch.cat((tokens[:, -block_size:], next_id), dim=1)
-        yield int(next_id.item())
+    else:
+        generator.seed()
+    min_steps, suppressed = suppressed_until
+    for step in range(max_new_tokens):
+        logits = _without_padding_ids(decoder.next_logits(), vocab_size)  # (B, V)
+        if repetition_penalty != 1.0:
+            seen = decoder.tokens.clone()
+            seen[_padding_mask(decoder)] = -1
+            logits = apply_repetition_penalty(logits, seen, repetition_penalty)
+        if step < min_steps and suppressed:
+            logits = logits.clone()
+            logits[:, list(suppressed)] = float("-inf")
+        next_ids = sample_next_token(logits, temperature, top_k, top_p, generator).view(-1)
+        decoder.push(next_ids)
+        yield next_ids
 
 
-def generate_text(
+def _without_padding_ids(logits: Tensor, vocab_size: int | None) -> Tensor:
+    if vocab_size is None or vocab_size >= logits.size(-1):
+        return logits
+    return torch.cat(
+        (logits[:, :vocab_size], torch.full_like(logits[:, vocab_size:], -torch.inf)), 1
+    )
+
+
+def _padding_mask(decoder: BatchDecoder) -> Tensor:
+    columns = torch.arange(decoder.tokens.size(1), device=decoder.device)
+    return columns.view(1, -1) < decoder.first_slot.view(-1, 1)
+
+
+@torch.no_grad()
+def beam_search(
     model: GPT,
-    tokenizer: Tokenizer,
-    prompt: str,
+    prompt: Sequence[int],
+    num_beams: int,
     max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-) -> Iterator[str]:
-    """Yield decoded text pieces as they are generated (prompt not included). Pieces end on
-    whole characters, even when a byte-level token stops in the middle of one."""
-    if not prompt:
-        raise DataError("the prompt is empty; give at least one character to continue")
-    prompt_ids = torch.tensor(tokenizer.encode(prompt), dtype=torch.long)
-    decoder = StreamDecoder(tokenizer)
-    for token in generate_tokens(
-        model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed
-    ):
-        if piece := decoder.push(token):
-            yield piece
-    if rest := decoder.flush():
-        yield rest
+    end_ids: Sequence[int] = (),
+    length_penalty: float = 1.0,
+    min_new_tokens: int = 0,
+    use_cache: bool = True,
+    vocab_size: int | None = None,
+) -> list[int]:
+    """The most likely continuation found by beam search (Graves 2012; as in HF `generate`).
+
+    Keeps the `num_beams` best partial continuations by total log-probability. A beam that
+    draws an end id is finished, scored log p / length ** length_penalty (> 1 favours longer
+    ones), and the search stops once `num_beams` are finished and no running beam can beat the
+    worst of them, or at max_new_tokens. Returns the new ids, end id excluded.
+    """
+    decoder = BatchDecoder(model, [prompt], use_cache)
+    scores = torch.zeros(1, device=decoder.device)  # (beams,) total log-probability
+    generated = torch.zeros(1, 0, dtype=torch.long)  # (beams, steps so far)
+    finished: list[tuple[float, list[int]]] = []
+    end = set(end_ids)
+    for step in range(max_new_tokens):
+        logits = _without_padding_ids(decoder.next_logits().float(), vocab_size)
+        log_probs = logits.log_softmax(dim=-1)  # (beams, V)
+        if step < min_new_tokens and end:
+            log_probs[:, list(end)] = float("-inf")
+        candidates = (scores.view(-1, 1) + log_probs).view(-1)  # (beams * V,)
+        top_scores, top = candidates.topk(min(2 * num_beams, candidates.numel()))
+        vocab = log_probs.size(-1)
+        keep_rows, keep_ids, keep_scores = [], [], []
+        for score, index in zip(top_scores.tolist(), top.tolist(), strict=True):
+            row, token = divmod(index, vocab)
+            if token in end:
+                finished.append((score / max(1, step) ** length_penalty, generated[row].tolist()))
+            else:
+                keep_rows.append(row)
+                keep_ids.append(token)
+                keep_scores.append(score)
+            if len(keep_rows) == num_beams:
+                break
+        best_running = keep_scores[0] if keep_scores else float("-inf")
+        if _search_is_over(finished, num_beams, best_running, step + 1, length_penalty):
+            break
+        rows, ids = torch.tensor(keep_rows), torch.tensor(keep_ids)
+        decoder.reorder(rows)
+        decoder.push(ids)
+        generated = torch.cat((generated.index_select(0, rows), ids.view(-1, 1)), dim=1)
+        scores = torch.tensor(keep_scores, device=decoder.device)
+    else:
+        for row in range(generated.size(0)):
+            length = max(1, generated.size(1))
+            finished.append((float(scores[row]) / length**length_penalty, generated[row].tolist()))
+    return max(finished, key=lambda hypothesis: hypothesis[0])[1]
+
+
+def _search_is_over(
+    finished: list[tuple[float, list[int]]],
+    num_beams: int,
+    best_running: float,
+    length: int,
+    length_penalty: float,
+) -> bool:
+    if best_running == float("-inf"):
+        return True
+    if len(finished) < num_beams:
+        return False
+    worst_kept = sorted(score for score, _ in finished)[-num_beams]
+    # log-probabilities only fall as a beam grows, so this bound holds for length_penalty <= 1;
+    # for larger penalties it is HF's "early stopping" heuristic
+    return best_running / length**length_penalty <= worst_kept

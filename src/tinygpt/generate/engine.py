@@ -11,11 +11,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
-
 from tinygpt.data.chat_format import EOS
 from tinygpt.errors import DataError
-from tinygpt.generate.decode import generate_tokens
+from tinygpt.generate.decode import beam_search, sample_tokens
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
 
@@ -131,22 +129,29 @@ def _pieces(
     stream: TextStream,
 ) -> Iterator[str]:
     stop_ids = end_of_text_ids(tokenizer) if settings.stop_at_end_of_text else set()
+    if settings.num_beams > 1:
+        yield from _beam_pieces(model, tokenizer, prompt_ids, settings, stream, stop_ids)
+        return
     decoder = StreamDecoder(tokenizer)
     held = _StopMatcher(settings.stop)
-    tokens = generate_tokens(
+    stream.finish_reason = "length"
+    may_stop = True
+    for next_ids in sample_tokens(
         model,
-        torch.tensor(prompt_ids, dtype=torch.long),
+        [prompt_ids],
         settings.max_new_tokens,
         settings.temperature,
         settings.top_k,
         settings.top_p,
+        settings.repetition_penalty,
         settings.seed,
-    )
-    stream.finish_reason = "length"
-    for token in tokens:
+        suppressed_until=(settings.min_new_tokens, sorted(stop_ids)),
+        vocab_size=tokenizer.vocab_size,
+    ):
+        token = int(next_ids[0])
         stream.completion_tokens += 1
         may_stop = stream.completion_tokens > settings.min_new_tokens
-        if token in stop_ids and may_stop:
+        if token in stop_ids:
             stream.finish_reason = "stop"
             break
         piece, stopped = held.push(decoder.push(token), may_stop)
@@ -155,8 +160,39 @@ def _pieces(
         if stopped:
             stream.finish_reason = "stop"
             return
-    piece, _ = held.push(decoder.flush(), may_stop=True)
-    yield from filter(None, [piece, held.release()])
+    piece, stopped = held.push(decoder.flush(), may_stop)
+    if stopped:
+        stream.finish_reason = "stop"
+    yield from filter(None, [piece, "" if stopped else held.release()])
+
+
+def _beam_pieces(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt_ids: list[int],
+    settings: GenerationSettings,
+    stream: TextStream,
+    stop_ids: set[int],
+) -> Iterator[str]:
+    """Beam search finds the whole continuation before any of it is known: one piece."""
+    new_ids = beam_search(
+        model,
+        prompt_ids,
+        settings.num_beams,
+        settings.max_new_tokens,
+        sorted(stop_ids),
+        settings.length_penalty,
+        settings.min_new_tokens,
+        vocab_size=tokenizer.vocab_size,
+    )
+    stream.completion_tokens = len(new_ids)
+    stream.finish_reason = "length" if len(new_ids) == settings.max_new_tokens else "stop"
+    text = tokenizer.decode(new_ids)
+    held = _StopMatcher(settings.stop)
+    piece, stopped = held.push(text, may_stop=True)
+    if stopped:
+        stream.finish_reason = "stop"
+    yield from filter(None, [piece, "" if stopped else held.release()])
 
 
 class _StopMatcher:
@@ -204,20 +240,70 @@ def generate_batch(
     prompts: Sequence[str | Sequence[int]],
     settings: GenerationSettings,
 ) -> list[Completion]:
-    """Complete every prompt with the same settings (seed k + i for prompt i when seeded)."""
-    completions = []
-    for index, prompt in enumerate(prompts):
-        seed = None if settings.seed is None else settings.seed + index
-        stream = stream_text(model, tokenizer, prompt, _with_seed(settings, seed))
-        text = stream.text()
-        assert stream.finish_reason is not None
-        completions.append(
-            Completion(text, stream.finish_reason, stream.prompt_tokens, stream.completion_tokens)
-        )
-    return completions
+    """Complete every prompt with the same settings, as one left-padded batch (beam search:
+    one prompt at a time). Seeded runs repeat exactly for the same list of prompts."""
+    encoded = [encode_prompt(tokenizer, prompt, model.config.block_size) for prompt in prompts]
+    if settings.num_beams > 1:
+        return [_complete_alone(model, tokenizer, ids, settings) for ids in encoded]
+    stop_ids = end_of_text_ids(tokenizer) if settings.stop_at_end_of_text else set()
+    rows = [
+        _Row(StreamDecoder(tokenizer), _StopMatcher(settings.stop), len(ids)) for ids in encoded
+    ]
+    for next_ids in sample_tokens(
+        model,
+        encoded,
+        settings.max_new_tokens,
+        settings.temperature,
+        settings.top_k,
+        settings.top_p,
+        settings.repetition_penalty,
+        settings.seed,
+        suppressed_until=(settings.min_new_tokens, sorted(stop_ids)),
+        vocab_size=tokenizer.vocab_size,
+    ):
+        for row, token in zip(rows, next_ids.tolist(), strict=True):
+            row.push(token, stop_ids, settings.min_new_tokens)
+        if all(row.finish_reason for row in rows):
+            break
+    return [row.completion() for row in rows]
 
 
-def _with_seed(settings: GenerationSettings, seed: int | None) -> GenerationSettings:
-    from dataclasses import replace
+@dataclass
+class _Row:
+    """One sequence of a batch: its text so far and whether it has finished."""
 
-    return replace(settings, seed=seed)
+    decoder: StreamDecoder
+    held: _StopMatcher
+    prompt_tokens: int
+    text: str = ""
+    tokens: int = 0
+    finish_reason: FinishReason | None = None
+
+    def push(self, token: int, stop_ids: set[int], min_new_tokens: int) -> None:
+        if self.finish_reason:
+            return  # finished rows keep decoding in the batch; their tokens are dropped
+        self.tokens += 1
+        may_stop = self.tokens > min_new_tokens
+        if token in stop_ids:
+            self.finish_reason = "stop"
+            return
+        piece, stopped = self.held.push(self.decoder.push(token), may_stop)
+        self.text += piece
+        if stopped:
+            self.finish_reason = "stop"
+
+    def completion(self) -> Completion:
+        if not self.finish_reason:
+            piece, stopped = self.held.push(self.decoder.flush(), may_stop=True)
+            self.text += piece if stopped else piece + self.held.release()
+            self.finish_reason = "stop" if stopped else "length"
+        return Completion(self.text, self.finish_reason, self.prompt_tokens, self.tokens)
+
+
+def _complete_alone(
+    model: GPT, tokenizer: Tokenizer, ids: list[int], settings: GenerationSettings
+) -> Completion:
+    stream = stream_text(model, tokenizer, ids, settings)
+    text = stream.text()
+    assert stream.finish_reason is not None
+    return Completion(text, stream.finish_reason, stream.prompt_tokens, stream.completion_tokens)

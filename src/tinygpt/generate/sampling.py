@@ -22,6 +22,16 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
     return logits
 
 
+def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+    """CTRL's penalty (Keskar et al. 2019): the logit of every token already in the text is
+    divided by `penalty` when positive and multiplied by it when negative, so > 1 makes
+    repeats less likely. logits (B, V); seen (B, L) token ids, -1 where nothing is."""
+    counts = torch.zeros_like(logits, dtype=torch.int32)
+    counts.scatter_add_(1, seen.clamp(min=0), (seen >= 0).to(torch.int32))
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(counts > 0, penalised, logits)
+
+
 def sample_next_token(
     logits: Tensor,
     temperature: float = 1.0,

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from tinygpt.config import ModelConfig
 from tinygpt.model.dropout import Dropout, dropout
+from tinygpt.model.kv_cache import LayerCache
 from tinygpt.model.rope import RotaryEmbedding
 
 
@@ -43,7 +44,9 @@ class CausalSelfAttention(nn.Module):
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
         self.resid_dropout = Dropout(config.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cache: LayerCache | None = None) -> Tensor:
+        """x (B, T, C) -> (B, T, C). With a cache, x holds only the new positions; their keys
+        and values are stored, and they attend over everything cached before them."""
         B, T, C = x.shape
         H, K, D = self.n_head, self.n_kv_head, self.head_dim
         q, k, v, *extra = self.qkv(x).split(self.split_sizes, dim=2)  # (B, T, C), 2 x (B, T, K*D)
@@ -51,8 +54,12 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         v = v.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         if self.rope is not None:
-            q, k = self.rope(q), self.rope(k)
-        y = self.attend(q, k, v, extra)  # (B, H, T, D)
+            positions = cache.step.positions if cache is not None else None
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        if cache is None:
+            y = self.attend(q, k, v, extra)  # (B, H, T, D)
+        else:
+            y = self.attend_cached(q, k, v, extra, cache)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
 
@@ -63,6 +70,15 @@ class CausalSelfAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=k.size(1) != q.size(1)
+        )
+
+    def attend_cached(
+        self, q: Tensor, k: Tensor, v: Tensor, extra: list[Tensor], cache: LayerCache
+    ) -> Tensor:
+        """Inference with a KV cache: q (B, H, T_new, D) over every cached key and value."""
+        keys, values = cache.append(k, v)  # (B, K, T_all, D)
+        return F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=cache.step.mask, enable_gqa=keys.size(1) != q.size(1)
         )
 
 

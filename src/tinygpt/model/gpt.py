@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from tinygpt.config import ModelConfig
 from tinygpt.model.dropout import Dropout
 from tinygpt.model.hybrid_attention import make_attention
+from tinygpt.model.kv_cache import KVCache, LayerCache
 from tinygpt.model.loss import IGNORE_INDEX, language_model_loss
 from tinygpt.model.mlp import feed_forward
 from tinygpt.model.norm import make_norm
@@ -26,8 +27,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = feed_forward(config)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: Tensor, cache: LayerCache | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -78,25 +79,35 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def hidden_states(self, idx: Tensor) -> Tensor:
-        """Token ids (B, T) -> the final normalised residual stream (B, T, C)."""
+    def hidden_states(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Token ids (B, T) -> the final normalised residual stream (B, T, C). With a cache, idx
+        holds only the new tokens, which continue the cached ones."""
         T = idx.size(1)
         block_size = self.config.block_size
-        if T > block_size:
-            raise ValueError(f"sequence of {T} tokens exceeds block_size {block_size}")
+        start = cache.length if cache is not None else 0
+        if start + T > block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {block_size}")
         x = self.wte(idx)  # (B, T, C)
+        if cache is not None:
+            cache.begin(T)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))  # (T, C) broadcast over B
+            positions = cache.step.positions if cache else torch.arange(T, device=idx.device)
+            x = x + self.wpe(positions)  # (B, T, C) or (T, C) broadcast over B
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x)
+        for index, block in enumerate(self.blocks):
+            x = block(x, cache.layers[index] if cache is not None else None)
+        if cache is not None:
+            cache.end()
         return self.ln_f(x)
 
-    def forward(self, idx: Tensor, last_token_only: bool = False) -> Tensor:
+    def forward(
+        self, idx: Tensor, last_token_only: bool = False, cache: KVCache | None = None
+    ) -> Tensor:
         """Token ids (B, T) -> next-token logits (B, T, V), or (B, 1, V) for the last position
         only. With adaptive softmax the "logits" are log-probabilities, which softmax, sampling
-        and cross-entropy treat exactly like logits."""
-        x = self.hidden_states(idx)
+        and cross-entropy treat exactly like logits. With a `cache` (generation), idx holds only
+        the tokens after the cached ones."""
+        x = self.hidden_states(idx, cache)
         if last_token_only:
             x = x[:, -1:, :]  # (B, 1, C): sampling needs only the next-token distribution
         if self.adaptive_head is not None:
@@ -104,6 +115,20 @@ class GPT(nn.Module):
             with _full_precision(x):
                 return self.adaptive_head.log_prob(x.reshape(B * T, C).float()).view(B, T, -1)
         return self.lm_head(x)  # (B, T, V)
+
+    def new_cache(
+        self, batch: int, capacity: int | None = None, first_slot: Tensor | None = None
+    ) -> KVCache:
+        """An empty KV cache for `batch` sequences (left-padded ones start at `first_slot`)."""
+        weight = self.wte.weight
+        return KVCache(
+            self.config,
+            batch,
+            capacity or self.config.block_size,
+            weight.device,
+            weight.dtype,
+            first_slot,
+        )
 
     def loss(self, idx: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """Mean next-token cross-entropy of `targets` (B, T); IGNORE_INDEX targets do not count.

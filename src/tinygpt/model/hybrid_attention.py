@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from tinygpt.config import ModelConfig
 from tinygpt.model.attention import CausalSelfAttention
 from tinygpt.model.dropout import dropout
+from tinygpt.model.kv_cache import LayerCache
 
 
 # B batch, T time, H query heads, K key/value heads, G = H / K, D head dim, A local_dim, W window
@@ -48,56 +49,110 @@ class HybridAttention(CausalSelfAttention):
         self.gate_logit = nn.Parameter(torch.zeros(H))  # sigmoid(0) = 1/2: both branches count
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, extra: list[Tensor]) -> Tensor:
-        B, H, T, _ = q.shape
-        K, A = k.size(1), self.local_dim
-        query_features, key_features = extra  # (B, T, H * A), (B, T, K * A)
         global_out = super().attend(q, k, v, extra)  # (B, H, T, D)
-        local_out = local_additive_attention(
-            query_features.view(B, T, H, A).transpose(1, 2),
-            key_features.view(B, T, K, A).transpose(1, 2),
-            v,
+        local_out = self._local(q, extra, extra[1], v, first_valid=None)
+        return self._mix(global_out, local_out)
+
+    def attend_cached(
+        self, q: Tensor, k: Tensor, v: Tensor, extra: list[Tensor], cache: LayerCache
+    ) -> Tensor:
+        global_out = super().attend_cached(q, k, v, extra, cache)  # stores k and v
+        B, T_new = q.size(0), q.size(2)
+        new_keys = extra[1].view(B, T_new, self.n_kv_head, self.local_dim).transpose(1, 2)
+        all_keys = cache.append_local(new_keys)  # (B, K, T_all, A)
+        values = cache.values[:, :, : all_keys.size(2)]  # (B, K, T_all, D)
+        first_valid = cache.cache.first_slot
+        local_out = self._local(q, extra, all_keys, values, first_valid)
+        return self._mix(global_out, local_out)
+
+    def _local(
+        self,
+        q: Tensor,
+        extra: list[Tensor],
+        keys: Tensor,
+        values: Tensor,
+        first_valid: Tensor | None,
+    ) -> Tensor:
+        B, H, T, _ = q.shape
+        K, A = self.n_kv_head, self.local_dim
+        query_features = extra[0].view(B, T, H, A).transpose(1, 2)  # (B, H, T, A)
+        if keys.dim() == 3:  # training: this pass's features (B, T, K * A)
+            keys = keys.view(B, T, K, A).transpose(1, 2)  # (B, K, T, A)
+        return local_additive_attention(
+            query_features,
+            keys,
+            values,
             self.score_vector,
             self.local_window,
             self.dropout if self.training else 0.0,
+            first_valid,
         )  # (B, H, T, D)
-        return torch.lerp(local_out, global_out, self.gate().view(1, H, 1, 1).to(q.dtype))
+
+    def _mix(self, global_out: Tensor, local_out: Tensor) -> Tensor:
+        H = global_out.size(1)
+        return torch.lerp(local_out, global_out, self.gate().view(1, H, 1, 1).to(global_out.dtype))
 
     def gate(self) -> Tensor:
         """Per-head weight of the global branch, in (0, 1); (H,)."""
         return torch.sigmoid(self.gate_logit)
 
 
+def _windows(features: Tensor, queries: int, window: int) -> Tensor:
+    """(B, K, T_all, X) -> (B, K, queries, W, X): for each of the last `queries` positions, the
+    features of its window of W positions ending at itself, as an unfolded view (positions
+    before the first are zeros)."""
+    T_all = features.size(2)
+    first_row = T_all - queries - (window - 1)  # may be negative: that much left padding
+    rows = F.pad(features[:, :, max(0, first_row) :], (0, 0, max(0, -first_row), 0))
+    return rows.unfold(2, window, 1).transpose(-1, -2)
+
+
+def _outside_window(
+    T_all: int, queries: int, window: int, first_valid: Tensor | None, device: torch.device
+) -> Tensor:
+    """True for window slots before a sequence's first position: (T, W), or (B, 1, T, W) when
+    sequences start at their own `first_valid` slot (left-padded batches)."""
+    query_slots = torch.arange(T_all - queries, T_all, device=device)  # (T,)
+    slots = query_slots.view(-1, 1) - (window - 1) + torch.arange(window, device=device)  # (T, W)
+    if first_valid is None:
+        return slots < 0
+    # the last slot is the query itself, always visible (see KVCache._mask: padding rows too)
+    outside = slots < first_valid.view(-1, 1, 1)  # (B, T, W)
+    outside[..., -1] = False
+    return outside.unsqueeze(1)
+
+
 def local_attention_weights(
-    query_features: Tensor, key_features: Tensor, score_vector: Tensor, window: int
+    query_features: Tensor,
+    key_features: Tensor,
+    score_vector: Tensor,
+    window: int,
+    first_valid: Tensor | None = None,
 ) -> Tensor:
     """Additive attention weights over each position's causal window.
 
-    query_features (B, H, T, A), key_features (B, K, T, A), score_vector (H, A) ->
-    weights (B, H, T, W) with W = min(window, T): slot w of row t holds the weight of position
-    t - W + 1 + w (the last slot is t itself); slots before position 0 get weight 0.
+    query_features (B, H, T, A) for the last T of the T_all positions in key_features
+    (B, K, T_all, A) (T_all = T in training; more with a KV cache), score_vector (H, A) ->
+    weights (B, H, T, W) with W = min(window, T_all): slot w of row t holds the weight of
+    position t - W + 1 + w (the last slot is t itself); slots before position 0, or before
+    `first_valid[b]` (B,) for left-padded sequences, get weight 0.
     """
     B, H, T, A = query_features.shape
-    K = key_features.size(1)
-    W = min(window, T)
+    K, T_all = key_features.size(1), key_features.size(2)
+    W = min(window, T_all)
     # w^T tanh(x) is computed as (2w)^T sigmoid(2x) - sum(w): the same number, since
     # tanh(x) = 2 sigmoid(2x) - 1, but PyTorch's CPU sigmoid is 8x faster than its tanh (1.8 vs
     # 14 ms on 6M values). The factor 2 goes on the small per-position features, not the band.
-    # Keys of positions t-W+1..t for every t: an unfolded view over W-1 zeros of left padding.
-    windows = F.pad(2 * key_features, (0, 0, W - 1, 0)).unfold(2, W, 1)  # (B, K, T, A, W)
-    windows = windows.transpose(-1, -2).unsqueeze(2)  # (B, K, 1, T, W, A)
+    windows = _windows(2 * key_features, T, W).unsqueeze(2)  # (B, K, 1, T, W, A)
     # query heads grouped by their kv head; contiguous, so the band below is laid out head-major
     queries = (2 * query_features).reshape(B, K, H // K, T, 1, A).contiguous()
     gates = torch.sigmoid(queries + windows)  # (B, K, G, T, W, A)
     weight = score_vector.to(gates.dtype)
     scores = gates.view(B, H, T * W, A) @ (2 * weight).view(H, A, 1)  # (B, H, T * W, 1)
     scores = scores - weight.sum(-1).view(1, H, 1, 1)
-    before_start = (
-        torch.arange(T, device=scores.device).view(T, 1)
-        + torch.arange(W, device=scores.device).view(1, W)
-        < W - 1
-    )  # (T, W)
     scores = scores.view(B, H, T, W).to(torch.promote_types(scores.dtype, torch.float32))
-    return scores.masked_fill(before_start, float("-inf")).softmax(-1)  # softmax in >= fp32
+    hidden = _outside_window(T_all, T, W, first_valid, scores.device)
+    return scores.masked_fill(hidden, float("-inf")).softmax(-1)  # softmax in >= fp32
 
 
 def band_to_dense(band: Tensor) -> Tensor:
@@ -116,16 +171,18 @@ def local_additive_attention(
     score_vector: Tensor,
     window: int,
     dropout_p: float = 0.0,
+    first_valid: Tensor | None = None,
 ) -> Tensor:
     """The local branch: additive attention of each position over its last `window` positions.
-    v (B, K, T, D); see `local_attention_weights` for the rest. -> (B, H, T, D)."""
+    v (B, K, T_all, D); see `local_attention_weights` for the rest. -> (B, H, T, D)."""
     B, H, T, _ = query_features.shape
     K, D = v.shape[1], v.shape[-1]
-    weights = local_attention_weights(query_features, key_features, score_vector, window)
+    weights = local_attention_weights(
+        query_features, key_features, score_vector, window, first_valid
+    )
     weights = dropout(weights, dropout_p, training=dropout_p > 0).to(v.dtype)
     W = weights.size(-1)
-    # values of positions t-W+1..t for every t, as an unfolded view over W-1 zeros of padding
-    windows = F.pad(v, (0, 0, W - 1, 0)).unfold(2, W, 1).transpose(-1, -2)  # (B, K, T, W, D)
+    windows = _windows(v, T, W)  # (B, K, T, W, D)
     grouped = weights.view(B, K, H // K, T, W).transpose(2, 3)  # (B, K, T, G, W)
     out = grouped @ windows  # (B, K, T, G, D): one small matmul per position and kv head
     return out.transpose(2, 3).reshape(B, H, T, D)

@@ -20,10 +20,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor, start: int = 0) -> Tensor:
-        """Rotate x (B, heads, T, D) as if its first position were `start`."""
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Rotate x (B, heads, T, D) for positions 0..T-1, or for `positions` (B, T) (cached
+        generation: each sequence's own positions)."""
         T, half = x.size(-2), x.size(-1) // 2
-        cos = self.cos[start : start + T].to(x.dtype)  # (T, D/2)
-        sin = self.sin[start : start + T].to(x.dtype)
+        if positions is None:
+            cos, sin = self.cos[:T], self.sin[:T]  # (T, D/2)
+        else:
+            cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, D/2) or (B, 1, T, D/2)
         first, second = x[..., :half], x[..., half:]  # 2 x (B, heads, T, D/2)
         return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)

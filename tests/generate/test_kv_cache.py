@@ -1,0 +1,82 @@
+"""The KV cache gives the logits of full recomputation, for every attention variant, batched
+prompts of different lengths (left padding) included."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from tinygpt.config import ModelConfig
+from tinygpt.generate.decode import BatchDecoder
+from tinygpt.model.gpt import GPT
+
+BASE = ModelConfig(vocab_size=50, block_size=24, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+VARIANTS = {
+    "mha": BASE,
+    "gqa": dataclasses.replace(BASE, n_kv_head=2),
+    "mqa": dataclasses.replace(BASE, n_kv_head=1),
+    "rope": dataclasses.replace(BASE, position="rope", norm="rmsnorm", ffn="swiglu"),
+    "hybrid": dataclasses.replace(
+        BASE, attention="hybrid", n_kv_head=2, local_window=4, local_dim=8
+    ),
+    "hybrid-rope": dataclasses.replace(
+        BASE, attention="hybrid", position="rope", local_window=3, local_dim=4
+    ),
+    "adaptive": dataclasses.replace(
+        BASE, output="adaptive", tie_weights=False, adaptive_cutoffs="10,30"
+    ),
+}
+
+
+@pytest.fixture(params=list(VARIANTS))
+def model(request) -> GPT:
+    torch.manual_seed(0)
+    return GPT(VARIANTS[request.param]).eval()
+
+
+def test_cached_logits_equal_full_recomputation_token_by_token(model):
+    idx = torch.randint(0, 50, (1, 20))
+    with torch.no_grad():
+        full = model(idx)
+        cache = model.new_cache(1)
+        chunks = [model(idx[:, :7], cache=cache)]  # prefill, then one token at a time
+        chunks += [model(idx[:, t : t + 1], cache=cache) for t in range(7, 20)]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_left_padded_batch_gives_each_prompt_its_own_logits(model):
+    prompts = [torch.randint(0, 50, (n,)).tolist() for n in (9, 3, 6)]
+    continuation = torch.randint(0, 50, (3, 5))
+    decoder = BatchDecoder(model, prompts)
+    steps = []
+    for t in range(5):
+        steps.append(decoder.next_logits())
+        decoder.push(continuation[:, t])
+    steps.append(decoder.next_logits())
+    cached = torch.stack(steps, dim=1)  # (3, 6, V)
+    with torch.no_grad():
+        for row, prompt in enumerate(prompts):
+            alone = torch.tensor(prompt + continuation[row].tolist()).unsqueeze(0)
+            expected = model(alone)[0, len(prompt) - 1 :]
+            torch.testing.assert_close(cached[row], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_past_the_context_the_kept_tail_is_re_encoded(model):
+    block = model.config.block_size
+    decoder = BatchDecoder(model, [torch.randint(0, 50, (block - 2,)).tolist()])
+    for _ in range(10):  # fills the context, then slides
+        logits = decoder.next_logits()
+        decoder.push(logits.argmax(dim=-1))
+    logits = decoder.next_logits()
+    kept = decoder.tokens  # the re-encoded tail and what followed it
+    assert block - block // 4 <= kept.size(1) <= block
+    with torch.no_grad():
+        expected = model(kept)[:, -1]
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gqa_cache_is_smaller_by_the_head_ratio():
+    mha = GPT(BASE).new_cache(2)
+    gqa = GPT(VARIANTS["gqa"]).new_cache(2)
+    mqa = GPT(VARIANTS["mqa"]).new_cache(2)
+    assert mha.nbytes() == 2 * gqa.nbytes() == 4 * mqa.nbytes()
