@@ -108,14 +108,98 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-k", type=int, dest="top_k", help="0 for no top-k filter")
     sample.add_argument("--top-p", type=float, dest="top_p", help="1.0 for no nucleus filter")
     sample.add_argument("--seed", type=int, dest="sample_seed")
+    sample.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (CTRL)"
+    )
+    sample.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text before")
+    sample.add_argument("--stop", action="append", default=[], help="stop at this text (repeat)")
+    sample.add_argument("--num-beams", type=int, default=1, help="> 1: beam search")
+    sample.add_argument("--length-penalty", type=float, default=1.0, help="beam search")
     sample.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
     sample.add_argument("--device", default="auto")
     sample.set_defaults(handler=run_sample)
+
+    chat = commands.add_parser(
+        "chat",
+        help="talk with a run trained on dialog data, in the terminal",
+        description="Chat in the terminal; the history is kept within the model's context, "
+        "oldest turns dropped first. Commands: /reset, /temp T, /top_k K, /top_p P, "
+        "/max_tokens N, /help, /quit (or Ctrl-D).",
+    )
+    chat.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    chat.add_argument(
+        "--max-new-tokens",
+        type=int,
+        dest="max_new_tokens",
+        help="tokens per reply (default: half the context)",
+    )
+    chat.add_argument("--temperature", type=float, help="0 for greedy decoding")
+    chat.add_argument("--top-k", type=int, dest="top_k", help="0 for no top-k filter")
+    chat.add_argument("--top-p", type=float, dest="top_p", help="1.0 for no nucleus filter")
+    chat.add_argument("--seed", type=int, help="same seed, same replies")
+    chat.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
+    chat.add_argument("--device", default="auto")
+    chat.set_defaults(handler=run_chat)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a run over an OpenAI-compatible HTTP API, with a chat page",
+        description="Serve RUN_DIR at /v1/completions, /v1/chat/completions and /v1/models "
+        "(OpenAI's API, streaming included) and a chat page at /.",
+    )
+    serve.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
+    serve.add_argument("--device", default="auto")
+    serve.add_argument(
+        "--model-name", dest="model_name", help="the model id clients use (default: RUN_DIR's name)"
+    )
+    serve.set_defaults(handler=run_serve)
 
     plot = commands.add_parser("plot", help="draw a run's loss curves to a PNG")
     plot.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     plot.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/loss.png)")
     plot.set_defaults(handler=run_plot)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="loss, perplexity, bits/byte over a whole split; BLEU for dialog models",
+        usage="tinygpt eval RUN_DIR [--data SOURCE_OR_PREPARED_DIR] [--split val|train] "
+        "[--checkpoint best] [--out DIR] [--max-dialogs N] [--batch-size N]",
+        description="Score a run on every token of a split (not a sample). Dialog models also "
+        "answer every turn of the first --max-dialogs conversations greedily, scored by BLEU "
+        "and distinct-1/2. Writes DIR/eval.json and eval.md (default DIR: RUN_DIR/eval).",
+    )
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument(
+        "--data", metavar="SOURCE_OR_PREPARED_DIR", help="default: the run's own data"
+    )
+    evaluate.add_argument("--split", default="val", choices=("val", "train"))
+    evaluate.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
+    evaluate.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/eval")
+    evaluate.add_argument("--max-dialogs", type=int, default=200, dest="max_dialogs")
+    evaluate.add_argument(
+        "--batch-size", type=int, dest="batch_size", help="default: the run's batch_size"
+    )
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(handler=run_eval)
+
+    attention = commands.add_parser(
+        "attention",
+        help="draw attention maps of a prompt, per layer and head, to PNGs",
+        usage="tinygpt attention RUN_DIR --prompt TEXT [--out DIR] [--layers all|0,2] "
+        "[--checkpoint best]",
+    )
+    attention.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    attention.add_argument("--prompt", required=True, help="the text whose attention to draw")
+    attention.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/attention")
+    attention.add_argument("--layers", default="all", help="all, or indices such as 0,2")
+    attention.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
+    attention.add_argument("--device", default="auto")
+    attention.set_defaults(handler=run_attention)
 
     compare = commands.add_parser(
         "compare",
@@ -272,7 +356,7 @@ def _describe_trainer(trainer: Any) -> None:
 def run_sample(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from tinygpt.generate.decode import generate_text
+    from tinygpt.generate.engine import GenerationSettings, stream_text
     from tinygpt.runtime import resolve_device
     from tinygpt.train.checkpoint import load_model_from_run
 
@@ -284,22 +368,76 @@ def run_sample(args: argparse.Namespace) -> int:
         if (value := getattr(args, name)) is not None
     }
     sample = dataclasses.replace(config.sample, **chosen)  # validated like any config value
-    pieces = generate_text(
-        model,
-        tokenizer,
-        sample.prompt,
-        sample.max_new_tokens,
-        sample.temperature,
-        sample.top_k,
-        sample.top_p,
-        sample.sample_seed,
+    settings = GenerationSettings(
+        max_new_tokens=sample.max_new_tokens,
+        min_new_tokens=args.min_new_tokens,
+        temperature=sample.temperature,
+        top_k=sample.top_k,
+        top_p=sample.top_p,
+        repetition_penalty=args.repetition_penalty,
+        stop=tuple(args.stop),
+        seed=sample.sample_seed,
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
     )
+    pieces = stream_text(model, tokenizer, sample.prompt, settings)
     first = next(pieces, "")  # encode the prompt (and refuse a bad one) before printing it
     sys.stdout.write(sample.prompt + first)
     for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from tinygpt.generate.chat import HELP, ChatSession, run_terminal_chat
+    from tinygpt.generate.engine import GenerationSettings
+    from tinygpt.runtime import resolve_device
+    from tinygpt.train.checkpoint import load_model_from_run
+
+    device = resolve_device(args.device)
+    model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    sample, block_size = config.sample, config.model.block_size
+    default_tokens = max(1, min(sample.max_new_tokens, block_size // 2))
+    settings = GenerationSettings(
+        max_new_tokens=_chosen(args.max_new_tokens, default_tokens),
+        temperature=_chosen(args.temperature, sample.temperature),
+        top_k=_chosen(args.top_k, sample.top_k),
+        top_p=_chosen(args.top_p, sample.top_p),
+        seed=args.seed,
+    )
+    session = ChatSession(model, tokenizer, settings)
+    if config.data.format != "dialog":
+        transcript = "" if session.format.is_dialog else " (prompts are User:/Bot: lines)"
+        print(
+            f"tinygpt: warning: {args.run_dir} was trained on plain text, not the dialog format; "
+            f"its replies may not read like a chat{transcript}",
+            file=sys.stderr,
+        )
+    print(f"chatting with {args.run_dir} ({block_size}-token context). {HELP}")
+    return run_terminal_chat(session, sys.stdin, sys.stdout)
+
+
+def _chosen(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from tinygpt.runtime import resolve_device
+    from tinygpt.serve.app import bind_socket, create_app, make_server, url_of
+    from tinygpt.train.checkpoint import load_model_from_run
+
+    device = resolve_device(args.device)
+    model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    name = args.model_name or args.run_dir.resolve().name
+    sock = bind_socket(args.host, args.port)
+    url = url_of(sock)
+    print(f"serving {name} at {url}/ (OpenAI API base_url {url}/v1); Ctrl-C stops", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops cleanly, then re-raises Ctrl-C
+        make_server(create_app(model, tokenizer, config, name)).run(sockets=[sock])
     return 0
 
 
@@ -328,6 +466,45 @@ def run_plot(args: argparse.Namespace) -> int:
     out = args.out or args.run_dir / "loss.png"
     plot_loss_curve(read_metrics(args.run_dir), out, title=str(args.run_dir))
     print(out)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tinygpt.eval.evaluate import evaluate_run, write_report
+    from tinygpt.runtime import resolve_device
+    from tinygpt.train.checkpoint import load_model_from_run
+
+    device = resolve_device(args.device)
+    model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    report = evaluate_run(
+        model,
+        tokenizer,
+        config,
+        args.run_dir,
+        checkpoint=args.checkpoint,
+        source=args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        max_dialogs=args.max_dialogs,
+        device=device,
+    )
+    json_path, markdown_path = write_report(report, args.out or args.run_dir / "eval")
+    print(report.to_markdown())
+    print(f"wrote {json_path} and {markdown_path}")
+    return 0
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    from tinygpt.eval.attention_maps import parse_layers, write_attention_maps
+    from tinygpt.runtime import resolve_device
+    from tinygpt.train.checkpoint import load_model_from_run
+
+    device = resolve_device(args.device)
+    model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    layers = parse_layers(args.layers, config.model.n_layer)
+    out = args.out or args.run_dir / "attention"
+    for path in write_attention_maps(model, tokenizer, args.prompt, out, layers):
+        print(path)
     return 0
 
 

@@ -96,7 +96,19 @@ def test_table_has_a_row_per_config_with_its_param_count(compared):
     assert "256 training tokens per run" in table
 
 
-def test_json_has_per_seed_val_losses_of_the_last_evaluations(compared):
+def whole_split_loss(out, entry, k) -> float:
+    """Mean loss of the run's last checkpoint over every window of the validation tokens."""
+    from tinygpt.data.memmap import open_tokens
+    from tinygpt.data.prepare import prepare_dataset
+    from tinygpt.eval.evaluate import split_loss
+    from tinygpt.train.checkpoint import load_model_from_run
+
+    model, _, config = load_model_from_run(out / "runs" / entry["name"] / f"seed-{k}", "last")
+    prepared = prepare_dataset(config.data)
+    return split_loss(model, open_tokens(prepared.val_path, prepared.dtype), 7).loss
+
+
+def test_json_has_per_seed_val_losses_over_the_whole_validation_split(compared):
     _, out = compared
     document = json.loads((out / "compare.json").read_text(encoding="utf-8"))
     for entry in document["configs"]:
@@ -104,8 +116,9 @@ def test_json_has_per_seed_val_losses_of_the_last_evaluations(compared):
         for k, seed in enumerate(entry["seeds"]):
             records = read_metrics(out / "runs" / entry["name"] / f"seed-{k}")
             evals = [r for r in records if r["kind"] == "eval"]
-            assert seed["final_val_loss"] == evals[-1]["val_loss"]
+            assert seed["sampled_val_loss"] == evals[-1]["val_loss"]
             assert evals[-1]["step"] == 4
+            assert seed["final_val_loss"] == pytest.approx(whole_split_loss(out, entry, k))
             assert seed["tokens_seen"] == TOKENS
         losses = [s["final_val_loss"] for s in entry["seeds"]]
         assert entry["val_loss_mean"] == pytest.approx(sum(losses) / 2)
@@ -234,7 +247,7 @@ def test_bits_per_character_spreads_the_loss_over_characters():
 
 def result_with(name: str, losses: list[float], val_chars: int | None = 400) -> ConfigResult:
     seeds = [
-        SeedResult(k, f"runs/{name}/seed-{k}", loss, 64, 1.0, 100.0, [])
+        SeedResult(k, f"runs/{name}/seed-{k}", loss, loss, 64, 1.0, 100.0, [])
         for k, loss in enumerate(losses)
     ]
     return ConfigResult(name, 4, 64, 1000, 6000.0, 100, val_chars, val_chars, seeds)

@@ -29,16 +29,25 @@ import torch
 
 from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import RunConfig, apply_overrides, config_from_dict, load_toml_overrides
+from tinygpt.data.memmap import open_loss_mask, open_tokens
 from tinygpt.data.prepare import PreparedData, prepare_dataset
 from tinygpt.errors import ConfigError
+from tinygpt.eval.evaluate import split_loss
 from tinygpt.model.gpt import GPT
 from tinygpt.presets import DEFAULT_PRESET, PRESETS, get_preset
-from tinygpt.train.checkpoint import read_run_config_dict
-from tinygpt.train.loop import Trainer, read_metrics, resume_run, start_run
+from tinygpt.train.checkpoint import load_model_from_run, read_run_config_dict
+from tinygpt.train.loop import (
+    EVAL_TOKENS_PER_FORWARD,
+    Trainer,
+    read_metrics,
+    resume_run,
+    start_run,
+)
 
 log = logging.getLogger(__name__)
 
 EVALUATIONS_PER_RUN = 10  # points on each validation curve
+FINAL_EVAL_FILE = "final_eval.json"
 TIMED_STEPS = 5  # train steps timed (after one warm-up step) to turn minutes into steps
 TABLE_COLUMNS = [
     "config", "params", "MFLOP/token", "steps", "tokens/s", "val loss", "Δ vs baseline", "ppl",
@@ -87,7 +96,8 @@ class Variant:
 class SeedResult:
     seed: int
     run_dir: str
-    final_val_loss: float  # the last evaluation's
+    final_val_loss: float  # over the whole validation split, with the final weights
+    sampled_val_loss: float  # the training loop's last evaluation (a sample of windows)
     tokens_seen: int
     train_seconds: float  # time in training steps, evaluation excluded
     tokens_per_second: float  # median over the run's log lines
@@ -197,8 +207,8 @@ class Comparison:
     def summary_line(self) -> str:
         return (
             f"`{self.command}`: {self.budget.describe()}, {self.seeds} seed(s); val loss is the "
-            "last evaluation's, mean ± sample std over seeds; bits/char = loss * (val tokens / "
-            "val characters) / ln 2"
+            "final weights' mean loss over the whole validation split, mean ± sample std over "
+            "seeds; bits/char = loss * (val tokens / val characters) / ln 2"
         )
 
 
@@ -426,12 +436,30 @@ def summarize_seed(seed: int, run_dir: Path) -> SeedResult:
     return SeedResult(
         seed=seed,
         run_dir=str(run_dir),
-        final_val_loss=float(last["val_loss"]),
+        final_val_loss=full_validation_loss(run_dir),
+        sampled_val_loss=float(last["val_loss"]),
         tokens_seen=int(last["tokens_seen"]),
         train_seconds=float(last["train_seconds"]),
         tokens_per_second=statistics.median(speeds) if speeds else math.nan,
         curve=[(int(r["tokens_seen"]), float(r["val_loss"])) for r in evals],
     )
+
+
+def full_validation_loss(run_dir: Path) -> float:
+    """Mean loss of the final weights over every token of the validation split, not the
+    training loop's sample of windows: the same text for every config and seed, so the
+    comparison's noise is the seeds' alone. Computed once, kept in RUN_DIR/final_eval.json."""
+    record = run_dir / FINAL_EVAL_FILE
+    if record.exists():
+        return float(json.loads(record.read_text(encoding="utf-8"))["val_loss"])
+    model, _, config = load_model_from_run(run_dir, "last")
+    prepared = prepare_dataset(config.data)
+    mask = open_loss_mask(prepared.mask_path("val")) if config.train.loss_on == "bot" else None
+    rows = max(1, EVAL_TOKENS_PER_FORWARD // config.model.block_size)
+    result = split_loss(model, open_tokens(prepared.val_path, prepared.dtype), rows, mask)
+    loss = result.bot_loss if mask is not None and result.bot_loss is not None else result.loss
+    write_text_atomic(record, json.dumps({"val_loss": loss, "tokens": result.tokens}) + "\n")
+    return loss
 
 
 def count_model(config: RunConfig) -> tuple[int, float]:

@@ -1,0 +1,161 @@
+"""Generation speed with and without the KV cache, for 1 and 8 prompts at contexts 256 and 1024.
+
+Models: the `baby-shakespeare` and `tinystories-small` architectures (random weights: speed does
+not depend on what was learned), with block_size = context + new tokens so nothing slides. Each
+case prefills `context` prompt tokens per sequence, then decodes `--new-tokens` (default 512)
+tokens per sequence through `sample_tokens` (top-k 200 sampling, what `tinygpt sample` does).
+
+With the cache every step is timed. Without it, a step recomputes the whole sequence, so its
+cost grows with the length; generating 512 tokens that way takes minutes per case, so
+`--probes` steps are timed at lengths spread over the run and the total is their mean times
+the steps (the cost is linear-to-quadratic in length, so evenly spread probes are a fair mean;
+`--full-recompute` times every step instead, to check that estimate).
+
+    .venv/bin/python benchmarks/generate_speed.py                 # ~5 min on 2 cores
+    .venv/bin/python benchmarks/generate_speed.py --models tinystories-small --prompts 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from bench_common import cpu_model, split_choices
+
+from tinygpt.config import ModelConfig
+from tinygpt.generate.decode import BatchDecoder, sample_tokens
+from tinygpt.model.gpt import GPT
+from tinygpt.presets import baby_shakespeare, tinystories_small
+from tinygpt.runtime import keep_freed_memory_in_process
+
+MODELS = {
+    "baby-shakespeare": lambda: dataclasses.replace(baby_shakespeare().model, vocab_size=65),
+    "tinystories-small": lambda: tinystories_small().model,  # vocab 50304 set by the preset
+}
+
+
+@dataclass
+class Case:
+    model: str
+    prompts: int
+    context: int
+    cached: bool
+    new_tokens: int
+    prefill_s: float = 0.0
+    decode_s: float = 0.0  # for all new tokens (estimated from probes when not cached)
+    estimated: bool = False
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.prompts * self.new_tokens / self.decode_s
+
+
+def build(name: str, context: int, new_tokens: int) -> GPT:
+    torch.manual_seed(0)
+    config: ModelConfig = dataclasses.replace(
+        MODELS[name](), block_size=context + new_tokens, dropout=0.0
+    )
+    return GPT(config).eval()
+
+
+def prompts_for(model: GPT, batch: int, context: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, model.config.vocab_size, (batch, context), generator=generator)
+    return ids.tolist()
+
+
+def run_cached(model: GPT, case: Case) -> None:
+    prompts = prompts_for(model, case.prompts, case.context)
+    steps = sample_tokens(model, prompts, case.new_tokens, 0.8, top_k=200, seed=0)
+    start = time.perf_counter()
+    next(steps)  # the prefill and the first token
+    case.prefill_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in steps:
+        pass
+    # the first token came with the prefill; scale the other N-1 steps to N
+    case.decode_s = (time.perf_counter() - start) * case.new_tokens / (case.new_tokens - 1)
+
+
+@torch.no_grad()
+def run_recompute(model: GPT, case: Case, probes: int, full: bool) -> None:
+    """Time full-recompute steps at `probes` lengths spread over the run (or every step)."""
+    prompts = prompts_for(model, case.prompts, case.context)
+    decoder = BatchDecoder(model, prompts, use_cache=False)
+    lengths = (
+        range(case.new_tokens)
+        if full
+        else [round(i * (case.new_tokens - 1) / max(1, probes - 1)) for i in range(probes)]
+    )
+    pad = torch.zeros(case.prompts, 0, dtype=torch.long)
+    times = []
+    for extra in lengths:
+        decoder.tokens = torch.cat((torch.tensor(prompts), pad.new_zeros(case.prompts, extra)), 1)
+        start = time.perf_counter()
+        decoder.next_logits()
+        times.append(time.perf_counter() - start)
+    case.decode_s = statistics.mean(times) * case.new_tokens
+    case.estimated = not full
+
+
+def report(cases: list[Case]) -> str:
+    lines = [
+        "| model | prompts | context | cache | tokens/s | ms/step | prefill s | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    plain = {(c.model, c.prompts, c.context): c for c in cases if not c.cached}
+    for case in cases:
+        ms_per_step = 1000 * case.decode_s / case.new_tokens
+        reference = plain.get((case.model, case.prompts, case.context))
+        speedup = f"{reference.decode_s / case.decode_s:.1f}x" if case.cached and reference else ""
+        estimate = " (est.)" if case.estimated else ""
+        prefill = f"{case.prefill_s:.2f}" if case.cached else ""
+        lines.append(
+            f"| {case.model} | {case.prompts} | {case.context} | {'yes' if case.cached else 'no'}"
+            f" | {case.tokens_per_second:,.0f}{estimate} | {ms_per_step:.1f} | {prefill} "
+            f"| {speedup} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--prompts", default="1,8", help="batch sizes")
+    parser.add_argument("--contexts", default="256,1024", help="prompt lengths in tokens")
+    parser.add_argument("--new-tokens", type=int, default=512)
+    parser.add_argument("--probes", type=int, default=6, help="timed steps without the cache")
+    parser.add_argument("--full-recompute", action="store_true", help="time every step")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    names = split_choices(parser, "--models", args.models, list(MODELS))
+    keep_freed_memory_in_process()
+    cases = []
+    for name in names:
+        for context in (int(c) for c in args.contexts.split(",")):
+            model = build(name, context, args.new_tokens)
+            for batch in (int(p) for p in args.prompts.split(",")):
+                cached = Case(name, batch, context, True, args.new_tokens)
+                run_cached(model, cached)
+                plain = Case(name, batch, context, False, args.new_tokens)
+                run_recompute(model, plain, args.probes, args.full_recompute)
+                cases += [cached, plain]
+                print("\n".join(report([cached, plain]).splitlines()[2:]), flush=True)
+    print()
+    print(report(cases))
+    print(
+        f"\nfloat32, {torch.get_num_threads()} threads, {cpu_model()}; "
+        f"{args.new_tokens} new tokens per prompt; random weights."
+    )
+    if args.json:
+        args.json.write_text(json.dumps([dataclasses.asdict(c) for c in cases], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""Attention maps: how much each head of each layer looks at every earlier token of a prompt.
+
+The model attends through fused SDPA, which never materialises the weights, and the model code
+stays as it is: for one forward pass each attention module's `attend` is shadowed by an instance
+attribute that records its inputs, q (B, H, T, D) and k, v (B, K, T, D) with RoPE already
+applied, plus the hybrid's local features, and then calls the original. The weights are then
+recomputed from those inputs: causal softmax(q k^T / sqrt(D)), each key/value head serving its
+group of H / K query heads as in SDPA; for the hybrid also the local branch's band of additive
+weights (drawn as a T x T matrix) and the per-head gate, each in its own picture.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from tinygpt.errors import ConfigError, DataError
+from tinygpt.model.attention import CausalSelfAttention
+from tinygpt.model.gpt import GPT
+from tinygpt.model.hybrid_attention import HybridAttention, band_to_dense, local_attention_weights
+from tinygpt.tokenizers.base import Tokenizer
+
+MAX_LABELLED_TOKENS = 48  # more tick labels than this are unreadable; the axes show positions
+
+
+# B batch, T time, H query heads, K key/value heads, D head dim, A local_dim, W window
+@dataclass(frozen=True)
+class AttentionCall:
+    """The inputs and the output of one `attend` call."""
+
+    layer: int
+    module: CausalSelfAttention
+    q: Tensor  # (B, H, T, D)
+    k: Tensor  # (B, K, T, D)
+    v: Tensor  # (B, K, T, D)
+    extra: list[Tensor]  # hybrid: query (B, T, H * A) and key (B, T, K * A) local features
+    output: Tensor  # (B, H, T, D)
+
+
+@dataclass(frozen=True)
+class LayerAttention:
+    """The weights of one layer for one sequence."""
+
+    layer: int
+    weights: Tensor  # (H, T, T): the causal softmax weights (the hybrid's global branch)
+    local_weights: Tensor | None = None  # hybrid: (H, T, T), the local band as a dense matrix
+    gate: Tensor | None = None  # hybrid: (H,), the global branch's share of each head's output
+
+
+@torch.no_grad()
+def record_attention(model: GPT, idx: Tensor) -> list[AttentionCall]:
+    """Run `model` on idx (B, T) once, in eval mode, and return every layer's `attend` call."""
+    model.eval()
+    modules = [block.attn for block in model.blocks]
+    calls: list[AttentionCall] = []
+    with _recording(modules, calls):
+        model(idx)
+    return sorted(calls, key=lambda call: call.layer)
+
+
+@contextmanager
+def _recording(modules: list[CausalSelfAttention], calls: list[AttentionCall]) -> Iterator[None]:
+    shadowed = [vars(module).get("attend") for module in modules]  # normally None
+    for layer, module in enumerate(modules):
+        module.attend = _recorder(layer, module, module.attend, calls)
+    try:
+        yield
+    finally:
+        for module, previous in zip(modules, shadowed, strict=True):
+            del module.attend  # the class's method shows through again
+            if previous is not None:
+                module.attend = previous
+
+
+def _recorder(
+    layer: int, module: CausalSelfAttention, attend: Callable[..., Tensor], calls: list
+) -> Callable[..., Tensor]:
+    def record(q: Tensor, k: Tensor, v: Tensor, extra: list[Tensor], *args, **kwargs) -> Tensor:
+        output = attend(q, k, v, extra, *args, **kwargs)
+        calls.append(AttentionCall(layer, module, q, k, v, list(extra), output))
+        return output
+
+    return record
+
+
+def softmax_weights(q: Tensor, k: Tensor) -> Tensor:
+    """Causal softmax(q k^T / sqrt(D)) in fp32: q (B, H, T, D), k (B, K, T, D) -> (B, H, T, T)."""
+    H, K, T, D = q.size(1), k.size(1), q.size(2), q.size(3)
+    k = k.repeat_interleave(H // K, dim=1)  # (B, H, T, D): kv head j serves query heads jG..
+    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, T)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)  # (T, T)
+    return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+
+
+def local_weights(call: AttentionCall) -> Tensor:
+    """The hybrid's local additive weights as a (B, H, T, T) lower-triangular band."""
+    module = call.module
+    assert isinstance(module, HybridAttention)
+    B, H, T, _ = call.q.shape
+    K, A = call.k.size(1), module.local_dim
+    query_features, key_features = call.extra  # (B, T, H * A), (B, T, K * A)
+    band = local_attention_weights(
+        query_features.view(B, T, H, A).transpose(1, 2),  # (B, H, T, A)
+        key_features.view(B, T, K, A).transpose(1, 2),  # (B, K, T, A)
+        module.score_vector,
+        module.local_window,
+    )  # (B, H, T, W)
+    return band_to_dense(band)  # (B, H, T, T)
+
+
+def layer_attention(call: AttentionCall, sequence: int = 0) -> LayerAttention:
+    """The weights of `call` for one sequence of its batch, on the CPU."""
+    weights = softmax_weights(call.q, call.k)[sequence].cpu()
+    if not isinstance(call.module, HybridAttention):
+        return LayerAttention(call.layer, weights)
+    with torch.no_grad():
+        local = local_weights(call)[sequence].cpu()
+        gate = call.module.gate().float().cpu()
+    return LayerAttention(call.layer, weights, local, gate)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pictures
+
+
+def parse_layers(text: str, n_layer: int) -> list[int]:
+    """`all`, or comma-separated layer indices such as `0,2` (negative ones count from the end)."""
+    if text.strip() == "all":
+        return list(range(n_layer))
+    try:
+        chosen = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--layers {text!r} must be `all` or indices such as 0,2") from None
+    bad = [index for index in chosen if not -n_layer <= index < n_layer]
+    if bad:
+        raise ConfigError(f"--layers {text!r}: the model has layers 0..{n_layer - 1}, not {bad[0]}")
+    return sorted({index % n_layer for index in chosen})
+
+
+def token_labels(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
+    """Each token's text, with whitespace made visible and `$` kept from starting mathtext."""
+    labels = []
+    for token in ids:
+        text = tokenizer.decode([token])
+        text = text.replace("\n", "\\n").replace("\t", "\\t").replace(" ", "·")
+        labels.append(text.replace("$", r"\$") or "∅")
+    return labels
+
+
+def write_attention_maps(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    out_dir: Path,
+    layers: list[int] | None = None,
+) -> list[Path]:
+    """PNGs of every chosen layer's attention on `prompt` (its last block_size tokens):
+    layerNN_attention.png for plain attention; for the hybrid layerNN_global.png,
+    layerNN_local.png and layerNN_gate.png."""
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise DataError("the prompt is empty; give some text to look at")
+    ids = ids[-model.config.block_size :]
+    device = next(model.parameters()).device
+    calls = record_attention(model, torch.tensor([ids], dtype=torch.long, device=device))
+    chosen = set(range(len(calls)) if layers is None else layers)
+    labels = token_labels(tokenizer, ids) if len(ids) <= MAX_LABELLED_TOKENS else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for call in calls:
+        if call.layer not in chosen:
+            continue
+        attention = layer_attention(call)
+        name = f"layer{call.layer:02d}"
+        if attention.gate is None:
+            figure = _head_grid(attention.weights, labels, f"layer {call.layer}: attention")
+            written.append(_save(figure, out_dir / f"{name}_attention.png"))
+            continue
+        gate = attention.gate
+        global_title = f"layer {call.layer}: global softmax branch (weight g)"
+        written.append(
+            _save(
+                _head_grid(attention.weights, labels, global_title, gate),
+                out_dir / f"{name}_global.png",
+            )
+        )
+        assert attention.local_weights is not None
+        local_title = f"layer {call.layer}: local additive branch (weight 1 - g)"
+        written.append(
+            _save(
+                _head_grid(attention.local_weights, labels, local_title, 1 - gate),
+                out_dir / f"{name}_local.png",
+            )
+        )
+        written.append(_save(_gate_chart(gate, call.layer), out_dir / f"{name}_gate.png"))
+    return written
+
+
+def _head_grid(
+    weights: Tensor, labels: list[str] | None, title: str, head_share: Tensor | None = None
+) -> Figure:
+    """One panel per head: row t is where position t looks (queries down, keys across)."""
+    H, T, _ = weights.shape
+    top = max(float(weights.max()), 1e-6)  # one colour scale for all heads of the layer
+    cols = math.ceil(math.sqrt(H))
+    rows = math.ceil(H / cols)
+    panel = 3.6 if labels else 2.8
+    figure, axes = plt.subplots(
+        rows, cols, figsize=(panel * cols, panel * rows + 0.6), dpi=110, squeeze=False
+    )
+    for head, ax in enumerate(axes.flat):
+        if head >= H:
+            ax.axis("off")
+            continue
+        image = ax.imshow(weights[head].numpy(), cmap="viridis", vmin=0.0, vmax=top)
+        share = "" if head_share is None else f" (share {float(head_share[head]):.2f})"
+        ax.set_title(f"head {head}{share}", fontsize=9)
+        if labels:
+            ax.set_xticks(range(T), labels, rotation=90, fontsize=6)
+            ax.set_yticks(range(T), labels, fontsize=6)
+        else:
+            ax.set_xlabel("key position", fontsize=7)
+            ax.set_ylabel("query position", fontsize=7)
+            ax.tick_params(labelsize=6)
+    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+    figure.suptitle(title)
+    return figure
+
+
+def _gate_chart(gate: Tensor, layer: int) -> Figure:
+    H = gate.numel()
+    figure, ax = plt.subplots(figsize=(max(3.5, 0.6 * H + 1.5), 3.4), dpi=110)
+    ax.bar(range(H), gate.numpy(), color="tab:blue", label="global (g)")
+    ax.bar(range(H), (1 - gate).numpy(), bottom=gate.numpy(), color="tab:orange", label="local")
+    ax.set(xlabel="head", ylabel="share of the head's output", ylim=(0, 1), xticks=range(H))
+    ax.set_title(f"layer {layer}: gate per head")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2)
+    figure.tight_layout()
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,258 @@
+"""The server, end to end: uvicorn in a background thread, the official `openai` client and httpx.
+
+The chat page is checked as HTML only: no browser can be installed here to run its script.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import torch
+
+from tinygpt.cli import main
+from tinygpt.errors import ConfigError
+from tinygpt.serve.app import bind_socket, create_app, make_server, url_of
+from tinygpt.train.checkpoint import load_model_from_run
+
+DAILYDIALOG = (
+    Path(__file__).resolve().parents[3] / "shared/data/dailydialog/validation/"
+    "dialogues_validation.txt"
+)
+TINY_DIALOG = [
+    "--format", "dialog", "--max_documents", "150", "--block_size", "64", "--n_layer", "2",
+    "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--eval_iters", "2",
+    "--max_iters", "20", "--eval_interval", "10", "--log_interval", "10",
+]  # fmt: skip
+MODEL = "tiny-chat"
+BLOCK_SIZE = 64
+HELLO = [{"role": "user", "content": "Hello!"}]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """A tiny model is fastest on one thread; on a busy 2-core machine two threads make every
+    op wait for a core (about 10 ms instead of 10 us)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class Slowdown:
+    """Seconds every forward pass sleeps: makes a generation long enough to walk away from."""
+
+    seconds = 0.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of a server for a chat model trained for seconds on DailyDialog."""
+    if not DAILYDIALOG.is_file():
+        pytest.skip(f"{DAILYDIALOG} is absent")
+    run_dir = tmp_path_factory.mktemp("runs") / "dialog"
+    assert main(["train", "--data", str(DAILYDIALOG), "--out", str(run_dir), *TINY_DIALOG]) == 0
+    model, tokenizer, config = load_model_from_run(run_dir, "best", "cpu")
+    forward = model.forward
+
+    def slow_forward(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(Slowdown.seconds)
+        return forward(*args, **kwargs)
+
+    model.forward = slow_forward  # type: ignore[method-assign]
+    sock = bind_socket("127.0.0.1", 0)
+    uvicorn_server = make_server(create_app(model, tokenizer, config, MODEL), log_level="warning")
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uvicorn_server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    yield url_of(sock)
+    uvicorn_server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def client(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="x", max_retries=0, timeout=60)
+
+
+def test_models_lists_the_one_model(client: openai.OpenAI, server: str):
+    (model,) = client.models.list().data
+    assert model.id == MODEL
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+
+
+def test_completion_streamed_joins_to_the_same_text(client: openai.OpenAI):
+    fields = {"model": MODEL, "prompt": "Hello", "max_tokens": 20, "seed": 3, "temperature": 1}
+    whole = client.completions.create(**fields)
+    (choice,) = whole.choices
+    assert choice.finish_reason in ("stop", "length")
+    assert whole.usage is not None and whole.usage.prompt_tokens == len("Hello")
+    assert whole.usage.total_tokens == 5 + whole.usage.completion_tokens
+    chunks = list(client.completions.create(**fields, stream=True))
+    assert "".join(chunk.choices[0].text for chunk in chunks) == choice.text
+    assert chunks[-1].choices[0].finish_reason == choice.finish_reason
+
+
+def test_chat_completion_streamed_joins_to_the_same_message(client: openai.OpenAI):
+    messages = [
+        {"role": "system", "content": "ignored: the dialog format has no place for it"},
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "How are you?"},
+    ]
+    fields = {"model": MODEL, "messages": messages, "max_tokens": 12, "seed": 4}
+    whole = client.chat.completions.create(**fields)
+    (choice,) = whole.choices
+    assert choice.message.role == "assistant"
+    assert choice.message.content == choice.message.content.strip()
+    assert whole.usage is not None and whole.usage.completion_tokens <= 12
+    chunks = list(
+        client.chat.completions.create(
+            **fields, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content
+    assert chunks[-1].usage == whole.usage
+
+
+def test_a_long_chat_history_is_truncated_not_refused(client: openai.OpenAI):
+    history = [{"role": role, "content": "Fine, thanks."} for role in ("user", "assistant") * 20]
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[*history, *HELLO], max_tokens=10, seed=1
+    )
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens + 10 <= BLOCK_SIZE
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    assert 400 <= response.status_code < 500, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    [
+        ("completions", {"prompt": "Hi", "frequency_penalty": 0.5}, 400, "frequency_penalty"),
+        ("completions", {"prompt": ""}, 400, "prompt"),
+        ("completions", {"prompt": ["Hi"]}, 400, "prompt"),
+        ("completions", {"max_tokens": 5}, 400, "prompt"),
+        ("completions", {"prompt": "Hi", "max_tokens": 0}, 400, "max_tokens"),
+        ("completions", {"prompt": "Hi", "max_tokens": BLOCK_SIZE + 1}, 400, "max_tokens"),
+        ("completions", {"prompt": "x" * 60, "max_tokens": 10}, 400, "prompt"),
+        ("completions", {"prompt": "Hi", "temperature": 2.5}, 400, "temperature"),
+        ("completions", {"prompt": "Hi", "temperature": -1}, 400, "temperature"),
+        ("completions", {"prompt": "Hi", "top_p": 0}, 400, "top_p"),
+        ("completions", {"prompt": "Hi", "top_p": 1.5}, 400, "top_p"),
+        ("completions", {"prompt": "Hi", "n": 2}, 400, "n"),
+        ("completions", {"prompt": "Hi", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+        ("completions", {"prompt": "Hi", "stop": [""]}, 400, "stop"),
+        ("completions", {"prompt": "Hi", "min_tokens": 9, "max_tokens": 4}, 400, "min_tokens"),
+        ("completions", {"prompt": "Hi", "model": "gpt-4"}, 404, "model"),
+        ("completions", {"prompt": "\u4e00"}, 400, None),  # not in the char vocabulary
+        ("chat/completions", {"messages": []}, 400, "messages"),
+        ("chat/completions", {"messages": [{"role": "assistant", "content": "Hi"}]}, 400, None),
+        ("chat/completions", {"messages": [{"role": "tool", "content": "Hi"}]}, 400, None),
+        ("chat/completions", {"messages": [{"role": "user", "content": " "}]}, 400, "messages"),
+        ("chat/completions", {"messages": [{"role": "user", "text": "Hi"}]}, 400, None),
+        ("chat/completions", {"messages": HELLO, "max_tokens": 1000}, 400, "max_tokens"),
+        ("chat/completions", {"messages": HELLO, "max_tokens": 60}, 400, "messages"),
+        ("chat/completions", {"messages": [{"role": "user", "content": "x" * 60}]}, 400, None),
+    ],
+)
+def test_bad_requests_get_a_4xx_in_openai_error_shape(
+    server: str, path: str, body: dict[str, Any], status: int, param: str | None
+):
+    error = error_of(httpx.post(f"{server}/v1/{path}", json=body))
+    assert httpx.post(f"{server}/v1/{path}", json=body).status_code == status
+    if param is not None:
+        assert error["param"] == param
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b""])
+def test_a_body_that_is_not_a_json_object_gets_400(server: str, content: bytes):
+    response = httpx.post(
+        f"{server}/v1/completions", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    error_of(response)
+
+
+def test_a_message_that_cannot_fit_says_the_context_is_exceeded(server: str):
+    body = {"messages": [{"role": "user", "content": "x" * 60}]}
+    error = error_of(httpx.post(f"{server}/v1/chat/completions", json=body))
+    assert error["code"] == "context_length_exceeded"
+
+
+def test_eight_concurrent_streaming_clients_all_finish(client: openai.OpenAI):
+    def chat(seed: int) -> tuple[str, str | None]:
+        stream = client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=20, seed=seed, stream=True
+        )
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return text, chunks[-1].choices[0].finish_reason
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(chat, range(8)))
+    logging.getLogger(__name__).info("8 streaming clients: %.2f s", time.perf_counter() - start)
+    assert all(reason in ("stop", "length") for _, reason in results)
+    assert results[3] == chat(3)  # served one at a time, so concurrency changes nothing
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_worker(
+    client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+):
+    Slowdown.seconds = 0.05  # 60 tokens would take 3 s
+    try:
+        with caplog.at_level(logging.INFO, logger="tinygpt.serve.worker"):
+            stream = client.completions.create(
+                model=MODEL, prompt="Hi", max_tokens=60, stream=True, stop=[]
+            )
+            next(iter(stream))
+            stream.close()
+            after = client.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
+    finally:
+        Slowdown.seconds = 0.0
+    assert after.choices[0].finish_reason in ("stop", "length")
+    stopped = [r.getMessage() for r in caplog.records if "client gone" in r.getMessage()]
+    assert len(stopped) == 1
+    assert int(stopped[0].split("after ")[1].split()[0]) < 60
+
+
+def test_the_chat_page_is_self_contained(server: str):
+    response = httpx.get(server)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "v1/chat/completions" in page and "getReader()" in page
+    assert "<script src" not in page and "https://" not in page  # no CDN
+
+
+def test_unknown_paths_answer_in_the_error_shape(server: str):
+    response = httpx.get(f"{server}/v1/nothing")
+    assert response.status_code == 404
+    error_of(response)
+
+
+def test_a_taken_port_is_one_clear_error():
+    taken = bind_socket("127.0.0.1", 0)
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            bind_socket("127.0.0.1", port)
+    finally:
+        taken.close()
