@@ -129,13 +129,16 @@ def dialog_chatbot() -> RunConfig:
     Seed 002's table: n_embd 384, 6 heads (64 dimensions each), 8 layers, FFN 1536, sequences
     of 128 tokens, a SentencePiece BPE of ~32,000 tokens with <s>/<sep>/</s> markers, dropout
     0.05, batch 32, lr 1e-4 cosine with warm-up, gradient clipping 1.0, early stopping on the
-    validation loss; conversations rendered as `<s> User: ... <sep> Bot: ... </s>` and the loss
-    taken on Bot turns only. Reads DailyDialog + ProSocial Dialog from the Hugging Face hub;
-    offline, pass --data with local copies joined by `+` (e.g. the DailyDialog folder +
-    prosocial JSON)."""
+    validation loss; an adaptive softmax output (its README's "efficient vocabulary handling":
+    the 2,000 most frequent tokens scored directly, the rest in two clusters of 6,000 and
+    24,000, so it cannot share the embedding); conversations rendered as
+    `<s> User: ... <sep> Bot: ... </s>` and the loss taken on Bot turns only. Reads DailyDialog +
+    ProSocial Dialog from the Hugging Face hub; offline, pass --data with local copies joined by
+    `+` (e.g. the DailyDialog folder + prosocial JSON)."""
     return RunConfig(
         model=ModelConfig(
             block_size=128, n_layer=8, n_head=6, n_embd=384, ffn_hidden=1536, dropout=0.05,
+            output="adaptive", tie_weights=False,
         ),
         data=DataConfig(
             source="hf:daily_dialog+hf:allenai/prosocial-dialog",
