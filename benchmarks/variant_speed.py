@@ -9,9 +9,8 @@ the dialog model's output layer with a full and an adaptive softmax over 32k tok
 - MFU against a matmul peak measured in the same run;
 - activation memory per token: the bytes autograd saves for backward, counted with
   `saved_tensors_hooks` (each storage once), which is what grows with batch x context;
-- KV cache per token at inference: the key/value tensors each attention layer hands to its
-  softmax (the hybrid's local branch caches only a fixed window of keys besides, so per token it
-  costs the same as its GQA global branch).
+- KV cache per token at inference: the bytes of the cache `generate` preallocates (keys and
+  values of every layer; the hybrid adds its local key features, local_dim per key/value head).
 
 Variants are timed in interleaved rounds (A, B, C, A, B, C, ...), so a neighbour that slows the
 machine for a while slows every variant alike; the median of the rounds is reported, and steps
@@ -37,7 +36,6 @@ from bench_common import cpu_model, split_choices
 from torch import Tensor
 
 from tinygpt.config import ModelConfig
-from tinygpt.model.attention import CausalSelfAttention
 from tinygpt.model.gpt import GPT, Block
 from tinygpt.presets import (
     baseline_tinystories,
@@ -141,26 +139,9 @@ def activation_bytes(subject: Subject) -> int:
 
 
 def kv_cache_bytes(subject: Subject) -> int:
-    """Bytes of the keys and values every attention layer attends over, for one sequence at
-    inference: what a KV cache holds. Read by wrapping each layer's `attend` for one forward."""
-    total = 0
-    attentions = [m for m in subject.model.modules() if isinstance(m, CausalSelfAttention)]
-    for attention in attentions:
-        original = attention.attend
-
-        def counting_attend(q: Tensor, k: Tensor, v: Tensor, extra: list, original=original):
-            nonlocal total
-            total += k.nbytes + v.nbytes
-            return original(q, k, v, extra)
-
-        attention.attend = counting_attend  # type: ignore[method-assign]
-    subject.model.eval()
-    with torch.no_grad():
-        subject.model(subject.idx[:1])
-    subject.model.train()
-    for attention in attentions:
-        del attention.attend  # back to the class's method
-    return total
+    """Bytes of the KV cache generation allocates for one sequence of block_size tokens (keys,
+    values, and the hybrid's local key features), as `tinygpt.model.kv_cache` preallocates it."""
+    return subject.model.new_cache(1).nbytes()
 
 
 def run(names: list[str], batch: int, rounds: int, warmup: int, dtype: str) -> list[Measured]:
@@ -168,8 +149,8 @@ def run(names: list[str], batch: int, rounds: int, warmup: int, dtype: str) -> l
     subjects = [Subject(name, VARIANTS[name](), batch, autocast_dtype) for name in names]
     for subject in subjects:
         subject.result.activation_bytes_per_token = activation_bytes(subject) / subject.tokens
-        one_sequence = subject.idx.size(1)
-        subject.result.kv_bytes_per_token = kv_cache_bytes(subject) / one_sequence
+        block_size = subject.idx.size(1)
+        subject.result.kv_bytes_per_token = kv_cache_bytes(subject) / block_size
     threads = torch.get_num_threads()
     for round_index in range(warmup + rounds):
         for subject in subjects:
