@@ -1,0 +1,1 @@
+"""Runs written in other libraries' formats, and read back from them (Hugging Face transformers)."""

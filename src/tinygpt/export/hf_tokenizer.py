@@ -1,0 +1,304 @@
+"""tinygpt tokenizers as Hugging Face tokenizer files, and back.
+
+Each export is a `tokenizer.json` that `AutoTokenizer.from_pretrained` loads as a
+`PreTrainedTokenizerFast` (GPT-2's as `GPT2Tokenizer`) and that encodes text to tinygpt's ids:
+
+- char: a WordLevel vocabulary of single characters behind a pre-tokenizer that isolates every
+  code point, and a decoder that joins them without spaces;
+- bpe: the run's own byte-level BPE `tokenizer.json`, its special tokens named;
+- gpt2: OpenAI's `encoder.json` and `vocab.bpe`, copied byte for byte as `vocab.json` and
+  `merges.txt` (what `GPT2TokenizerFast` reads), and the same BPE as `tokenizer.json`;
+- sentencepiece: the pieces as a byte-fallback BPE whose merges are ranked by piece score
+  (SentencePiece merges the best-scoring pair first), digits split one by one, spaces written as
+  U+2581 as SentencePiece does; `tokenizer.model` keeps the original for the way back.
+
+Known differences: Hugging Face matches special-token strings ("<|endoftext|>", "<s>") inside
+text, where tinygpt encodes them as ordinary text (the `encode_special_tokens` switch is not saved
+in tokenizer.json); and with SentencePiece a literal U+2581 in the text becomes a space piece, where
+tinygpt encodes its three bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer as HFTokenizer
+
+from tinygpt.errors import CheckpointError, ConfigError
+from tinygpt.tokenizers.base import Tokenizer
+from tinygpt.tokenizers.bpe import BPETokenizer
+from tinygpt.tokenizers.char import REPLACEMENT_CHAR, UNK_TOKEN, CharTokenizer
+from tinygpt.tokenizers.sentencepiece_bpe import SPACE_PIECE, SentencePieceTokenizer
+from tinygpt.tokenizers.tiktoken_gpt2 import (
+    BPE_DIR_ENV,
+    ENCODER_JSON_SHA256,
+    VOCAB_BPE_SHA256,
+    GPT2Tokenizer,
+)
+from tinygpt.train.checkpoint import sha256_of
+
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "tokenizer_config.json"
+SENTENCEPIECE_FILE = "tokenizer.model"
+GPT2_VOCAB, GPT2_MERGES = "vocab.json", "merges.txt"  # Hugging Face's names for OpenAI's files
+GPT2_DIR = "gpt2_bpe"  # an imported gpt2 run keeps OpenAI's files here, under their own names
+CHAR_PATTERN = r"[\s\S]"  # every code point, newlines included ("." would skip them)
+SUPPORTED = "char, bpe, gpt2 and sentencepiece tokenizers written by `tinygpt export`"
+
+
+@dataclass(frozen=True)
+class HFTokenizerFiles:
+    files: dict[str, bytes]  # file name -> contents, for the exported directory
+    special_ids: dict[str, int | None]  # bos_token_id, eos_token_id, pad_token_id
+
+
+@dataclass(frozen=True)
+class ImportedTokenizer:
+    tokenizer: Tokenizer
+    files: dict[str, bytes]  # path inside the new run directory -> contents
+    data_fields: dict[str, Any]  # DataConfig fields that describe it
+
+
+# ----------------------------------------------------------------------------------------------
+# Export
+
+
+def export_tokenizer(tokenizer: Tokenizer, model_max_length: int) -> HFTokenizerFiles:
+    """The Hugging Face files of `tokenizer`; a ConfigError if it cannot be written as one."""
+    files: dict[str, bytes] = {}
+    tokenizer_class = "PreTrainedTokenizerFast"
+    if isinstance(tokenizer, CharTokenizer):
+        backend = char_backend(tokenizer)
+        unk = _char_unk_token(tokenizer)
+        roles = {"unk_token": unk} if unk is not None else {}
+    elif isinstance(tokenizer, BPETokenizer):
+        backend = HFTokenizer.from_str(json.dumps(tokenizer.to_dict()["hf_tokenizer"]))
+        roles = {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>"}
+        roles["pad_token"] = "<pad>"
+    elif isinstance(tokenizer, GPT2Tokenizer):
+        vocab_bytes, merges_bytes = _gpt2_files(tokenizer)
+        backend = _gpt2_backend(vocab_bytes, merges_bytes)
+        files |= {GPT2_VOCAB: vocab_bytes, GPT2_MERGES: merges_bytes}
+        tokenizer_class = "GPT2Tokenizer"
+        roles = dict.fromkeys(("bos_token", "eos_token", "unk_token"), "<|endoftext|>")
+    elif isinstance(tokenizer, SentencePieceTokenizer):
+        model = base64.b64decode(tokenizer.to_dict()["model"])
+        backend = sentencepiece_backend(model)
+        files[SENTENCEPIECE_FILE] = model
+        roles = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+        roles["pad_token"] = "<pad>"
+    else:
+        raise ConfigError(
+            f"cannot export a {tokenizer.kind!r} tokenizer to Hugging Face; supported: char, bpe, "
+            "gpt2, sentencepiece"
+        )
+    config = {
+        "tokenizer_class": tokenizer_class,
+        "model_max_length": model_max_length,
+        "clean_up_tokenization_spaces": False,  # would turn " ." into "." when decoding
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "add_prefix_space": False,
+        **roles,
+    }
+    files[TOKENIZER_FILE] = backend.to_str(pretty=True).encode()
+    files[CONFIG_FILE] = (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode()
+    special_ids = {
+        "bos_token_id": backend.token_to_id(roles["bos_token"]) if "bos_token" in roles else None,
+        "eos_token_id": tokenizer.eot_id,
+        "pad_token_id": backend.token_to_id(roles["pad_token"]) if "pad_token" in roles else None,
+    }
+    return HFTokenizerFiles(files, special_ids)
+
+
+def char_backend(tokenizer: CharTokenizer) -> HFTokenizer:
+    """One WordLevel token per character; the unknown-character id, if any, is the last."""
+    vocab = {char: index for index, char in enumerate(tokenizer.chars)}
+    unk = _char_unk_token(tokenizer)
+    if unk is not None:
+        vocab[unk] = tokenizer.unk_id  # type: ignore[assignment]
+    # without an unk id, an unknown character is an encoding error, as in tinygpt
+    backend = HFTokenizer(models.WordLevel(vocab, unk_token=unk or UNK_TOKEN))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(CHAR_PATTERN), behavior="isolated")
+    backend.decoder = decoders.Fuse()  # join without the spaces WordLevel decoding puts between
+    return backend
+
+
+def _char_unk_token(tokenizer: CharTokenizer) -> str | None:
+    """U+FFFD, which tinygpt decodes the unk id to, unless it is a character of the vocabulary."""
+    if tokenizer.unk_id is None:
+        return None
+    return REPLACEMENT_CHAR if REPLACEMENT_CHAR not in tokenizer.chars else UNK_TOKEN
+
+
+def _gpt2_files(tokenizer: GPT2Tokenizer) -> tuple[bytes, bytes]:
+    folder = tokenizer.bpe_dir or os.environ.get(BPE_DIR_ENV, "")
+    path = Path(folder)
+    if not folder or not (path / "encoder.json").is_file() or not (path / "vocab.bpe").is_file():
+        raise ConfigError(
+            "cannot export the gpt2 tokenizer: the run names no folder with GPT-2's encoder.json "
+            f"and vocab.bpe; set {BPE_DIR_ENV} to one"
+        )
+    vocab_bytes = (path / "encoder.json").read_bytes()
+    merges_bytes = (path / "vocab.bpe").read_bytes()
+    if not _are_gpt2_files(vocab_bytes, merges_bytes):
+        raise ConfigError(f"{folder} does not hold OpenAI's GPT-2 encoder.json and vocab.bpe")
+    return vocab_bytes, merges_bytes
+
+
+def _are_gpt2_files(vocab_bytes: bytes, merges_bytes: bytes) -> bool:
+    is_vocab = sha256_of(vocab_bytes) == ENCODER_JSON_SHA256
+    return is_vocab and sha256_of(merges_bytes) == VOCAB_BPE_SHA256
+
+
+def _gpt2_backend(vocab_bytes: bytes, merges_bytes: bytes) -> HFTokenizer:
+    """GPT-2's byte-level BPE as Hugging Face builds it from vocab.json and merges.txt."""
+    vocab = json.loads(vocab_bytes)
+    lines = merges_bytes.decode("utf-8").splitlines()
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#")]
+    backend = HFTokenizer(models.BPE(vocab, merges, fuse_unk=False))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    backend.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
+    return backend
+
+
+def sentencepiece_backend(model: bytes) -> HFTokenizer:
+    """A SentencePiece BPE model (as tinygpt trains it) as a Hugging Face BPE.
+
+    SentencePiece BPE merges the adjacent pair whose merged piece scores best; Hugging Face merges
+    the pair of lowest rank. Ranking every split of every piece by that piece's id (ids follow
+    the scores) gives the same merges. Byte pieces are the fallback for characters outside the
+    vocabulary, in both."""
+    processor = spm.SentencePieceProcessor(model_proto=model)
+    pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    normal = {
+        piece: index
+        for index, piece in enumerate(pieces)
+        if not (
+            processor.is_control(index) or processor.is_unknown(index) or processor.is_byte(index)
+        )
+    }
+    ranked = sorted(
+        (index, normal[piece[:cut]], normal[piece[cut:]], piece[:cut], piece[cut:])
+        for piece, index in normal.items()
+        for cut in range(1, len(piece))
+        if piece[:cut] in normal and piece[cut:] in normal
+    )
+    merges = [(left, right) for *_, left, right in ranked]
+    unk = pieces[processor.unk_id()]
+    backend = HFTokenizer(
+        models.BPE(vocab, merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
+    )
+    backend.normalizer = normalizers.Replace(" ", SPACE_PIECE)
+    # tinygpt trains with split_digits: no piece holds two digits, or a digit and anything else
+    backend.pre_tokenizer = pre_tokenizers.Digits(individual_digits=True)
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace(SPACE_PIECE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    special = [
+        piece
+        for index, piece in enumerate(pieces)
+        if processor.is_control(index) or processor.is_unknown(index)
+    ]
+    backend.add_special_tokens([AddedToken(p, special=True, normalized=False) for p in special])
+    return backend
+
+
+# ----------------------------------------------------------------------------------------------
+# Import
+
+
+def import_tokenizer(hf_dir: Path, run_dir: Path) -> ImportedTokenizer:
+    """The tinygpt tokenizer of a Hugging Face model directory, where it has one.
+
+    A gpt2 tokenizer keeps OpenAI's files in RUN_DIR/gpt2_bpe (`files` holds them), so the
+    imported run needs neither `hf_dir` nor a download later."""
+    if (hf_dir / SENTENCEPIECE_FILE).is_file():
+        return _import_sentencepiece(hf_dir / SENTENCEPIECE_FILE)
+    if (hf_dir / GPT2_VOCAB).is_file() and (hf_dir / GPT2_MERGES).is_file():
+        vocab_bytes = (hf_dir / GPT2_VOCAB).read_bytes()
+        merges_bytes = (hf_dir / GPT2_MERGES).read_bytes()
+        if _are_gpt2_files(vocab_bytes, merges_bytes):
+            return _import_gpt2(vocab_bytes, merges_bytes, run_dir)
+    path = hf_dir / TOKENIZER_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{hf_dir} has no tokenizer ({TOKENIZER_FILE}, {SENTENCEPIECE_FILE}, or GPT-2's "
+            f"{GPT2_VOCAB} and {GPT2_MERGES}); tinygpt imports {SUPPORTED}"
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        document = json.loads(text)
+        model_type = document["model"]["type"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"{path} is not a Hugging Face tokenizer.json") from None
+    if model_type == "WordLevel":
+        return ImportedTokenizer(_char_tokenizer(document, path), {}, {"tokenizer": "char"})
+    pre_tokenizer = document.get("pre_tokenizer") or {}
+    if model_type == "BPE" and pre_tokenizer.get("type") == "ByteLevel":
+        try:
+            bpe = BPETokenizer(HFTokenizer.from_str(text))
+        except ValueError as err:
+            raise ConfigError(
+                f"{path} is a byte-level BPE that tinygpt cannot use ({err}); tinygpt imports "
+                f"{SUPPORTED} (GPT-2's with {GPT2_VOCAB} and {GPT2_MERGES})"
+            ) from None
+        return ImportedTokenizer(bpe, {}, {"tokenizer": "bpe"})
+    raise ConfigError(
+        f"{path} is a {model_type} tokenizer with no tinygpt equivalent; "
+        f"tinygpt imports {SUPPORTED}"
+    )
+
+
+def _import_sentencepiece(path: Path) -> ImportedTokenizer:
+    try:
+        tokenizer = SentencePieceTokenizer(path.read_bytes())
+    except ValueError as err:
+        raise ConfigError(
+            f"{path} is not a SentencePiece model tinygpt can use ({err}); tinygpt imports "
+            f"{SUPPORTED}"
+        ) from None
+    return ImportedTokenizer(tokenizer, {}, {"tokenizer": "sentencepiece"})
+
+
+def _import_gpt2(vocab_bytes: bytes, merges_bytes: bytes, run_dir: Path) -> ImportedTokenizer:
+    with tempfile.TemporaryDirectory() as staging:
+        (Path(staging) / "encoder.json").write_bytes(vocab_bytes)
+        (Path(staging) / "vocab.bpe").write_bytes(merges_bytes)
+        tokenizer = GPT2Tokenizer.load(staging)
+    folder = run_dir.expanduser().resolve() / GPT2_DIR
+    tokenizer.bpe_dir = str(folder)  # where the run keeps the files from now on
+    files = {f"{GPT2_DIR}/encoder.json": vocab_bytes, f"{GPT2_DIR}/vocab.bpe": merges_bytes}
+    return ImportedTokenizer(tokenizer, files, {"tokenizer": "gpt2", "gpt2_bpe_dir": str(folder)})
+
+
+def _char_tokenizer(document: dict[str, Any], path: Path) -> CharTokenizer:
+    """Accept only what `char_backend` writes: single characters with ids in code-point order."""
+    vocab = document["model"].get("vocab") or {}
+    unk = document["model"].get("unk_token")
+    by_id = sorted(vocab.items(), key=lambda item: item[1])
+    has_unk = unk in vocab and by_id[-1][0] == unk and len(by_id) > 1
+    chars = [token for token, _ in (by_id[:-1] if has_unk else by_id)]
+    try:
+        tokenizer = CharTokenizer(chars, "unk" if has_unk else "error")
+    except ValueError:
+        tokenizer = None
+    expected = json.loads(char_backend(tokenizer).to_str()) if tokenizer is not None else None
+    parts = ("model", "normalizer", "pre_tokenizer", "decoder")
+    if expected is None or any(document.get(part) != expected[part] for part in parts):
+        raise ConfigError(
+            f"{path} is a WordLevel tokenizer but not a character-level one in code-point order "
+            f"as `tinygpt export` writes; tinygpt imports {SUPPORTED}"
+        )
+    return tokenizer

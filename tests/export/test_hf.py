@@ -1,0 +1,226 @@
+"""Export to and import from Hugging Face transformers: the same logits and greedy text in
+transformers, identical weights after a round trip, one-line refusals for what it cannot run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tinygpt.cli import main
+from tinygpt.generate.decode import sample_tokens
+from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
+from tinygpt.train.checkpoint import load_checkpoint, load_model_from_run
+
+LLAMA = {"norm": "rmsnorm", "position": "rope", "ffn": "swiglu", "bias": False}
+VARIANTS = {
+    "gpt2": {},
+    "gpt2-untied-no-bias": {"tie_weights": False, "bias": False},
+    "gpt2-ffn-hidden-xavier": {"ffn_hidden": 48, "init": "xavier"},
+    "llama": LLAMA,
+    "llama-gqa-untied": {**LLAMA, "n_kv_head": 2, "tie_weights": False, "rope_theta": 500.0},
+    "llama-mqa-ffn-hidden": {**LLAMA, "n_kv_head": 1, "ffn_hidden": 40},
+}
+SUPPORTED_FRAGMENT = "supported: the GPT-2 block"
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.startswith("tinygpt: error:")]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def export(capsys, run_dir: Path, out: Path) -> Path:
+    code, stdout, err = run_cli(capsys, "export", run_dir, "--format", "hf", "--out", out)
+    assert code == 0, err
+    assert str(out) in stdout
+    return out
+
+
+def import_back(capsys, hf_dir: Path, out: Path) -> Path:
+    code, _, err = run_cli(capsys, "import-hf", hf_dir, "--out", out)
+    assert code == 0, err
+    return out
+
+
+def greedy(model: torch.nn.Module, prompt: list[int], steps: int) -> list[int]:
+    tokens = sample_tokens(model, [prompt], steps, temperature=0.0)
+    return [int(step[0]) for step in tokens]
+
+
+def hf_greedy(hf_model, prompt: list[int], steps: int) -> list[int]:
+    ids = torch.tensor([prompt])
+    out = hf_model.generate(
+        ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=steps
+    )
+    return out[0, len(prompt) :].tolist()
+
+
+def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for name, tensor in state_a.items():
+        assert torch.equal(tensor, state_b[name]), name
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_exported_logits_match_tinygpt(name, make_run, sample_text, capsys, tmp_path):
+    run_dir, model, tokenizer = make_run(name, **VARIANTS[name])
+    hf_dir = export(capsys, run_dir, tmp_path / "hf")
+    hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    expected = "LlamaForCausalLM" if name.startswith("llama") else "GPT2LMHeadModel"
+    assert type(hf_model).__name__ == expected
+    ids = torch.tensor([tokenizer.encode(sample_text[:32])])  # the whole context
+    with torch.no_grad():
+        difference = (model(ids) - hf_model(ids).logits).abs().max().item()
+    assert difference < 1e-4
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama-gqa-untied"])
+def test_greedy_generation_matches_tinygpt(name, make_run, capsys, tmp_path):
+    run_dir, model, tokenizer = make_run(name, **VARIANTS[name])
+    hf_dir = export(capsys, run_dir, tmp_path / "hf")
+    hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    hf_tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    prompt = hf_tokenizer.encode("Before we")
+    assert prompt == tokenizer.encode("Before we")
+    generated = hf_greedy(hf_model, prompt, 20)
+    assert generated == greedy(model, prompt, 20)  # random weights: padded ids included
+
+
+@pytest.mark.parametrize(
+    "name", ["gpt2-untied-no-bias", "gpt2-ffn-hidden-xavier", "llama-gqa-untied"]
+)
+def test_export_then_import_gives_identical_weights(name, make_run, capsys, tmp_path):
+    run_dir, model, tokenizer = make_run(name, **VARIANTS[name])
+    hf_dir = export(capsys, run_dir, tmp_path / "hf")
+    back = import_back(capsys, hf_dir, tmp_path / "back")
+    imported, imported_tokenizer, config = load_model_from_run(back)
+    assert_same_state(model, imported)
+    assert config.model == model.config  # dropout, init and bias=false come back from the hint
+    assert imported_tokenizer.to_dict() == tokenizer.to_dict()
+
+
+def test_import_without_tinygpt_hint_still_gives_the_same_logits(
+    make_run, sample_text, capsys, tmp_path
+):
+    run_dir, model, _ = make_run("modern", **VARIANTS["llama-gqa-untied"])
+    hf_dir = export(capsys, run_dir, tmp_path / "hf")
+    document = json.loads((hf_dir / "config.json").read_text())
+    del document["tinygpt"]
+    (hf_dir / "config.json").write_text(json.dumps(document))
+    imported, _, _ = load_model_from_run(import_back(capsys, hf_dir, tmp_path / "back"))
+    assert_same_state(model, imported)
+
+
+def test_imported_run_samples_and_fine_tunes(make_run, sample_text, capsys, tmp_path):
+    run_dir, _, _ = make_run("base", **VARIANTS["llama"])
+    hf_dir = export(capsys, run_dir, tmp_path / "hf")
+    back = import_back(capsys, hf_dir, tmp_path / "back")
+    assert load_checkpoint(back, "last").step == 0
+    code, out, err = run_cli(
+        capsys, "sample", back, "--prompt", "Before", "--max-new-tokens", 8, "--temperature", 0
+    )
+    assert code == 0, err
+    assert out.startswith("Before")
+    text = tmp_path / "text.txt"
+    text.write_text(sample_text * 20, encoding="utf-8")
+    code, _, err = run_cli(
+        capsys, "finetune", back, "--data", text, "--out", tmp_path / "tuned", "--max_iters", 2,
+        "--batch_size", 2, "--eval_interval", 2, "--eval_iters", 1, "--warmup_iters", 0,
+    )  # fmt: skip
+    assert code == 0, err
+
+
+def test_gpt2_tokenizer_run_matches_in_transformers(make_run, shared_data, capsys, tmp_path):
+    gpt2 = GPT2Tokenizer.load(str(shared_data / "gpt2_bpe"))
+    run_dir, model, _ = make_run(
+        "gpt2-bpe", tokenizer=gpt2, vocab_padding=0, n_layer=1, n_head=2, n_embd=16
+    )
+    hf_dir = export(capsys, run_dir, tmp_path / "hf")
+    hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    hf_tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    assert hf_model.config.eos_token_id == hf_tokenizer.eos_token_id == gpt2.eot_id
+    text = "Once upon a time, Lily's dog found 22 balls."
+    ids = hf_tokenizer.encode(text)
+    assert ids == gpt2.encode(text)
+    assert hf_tokenizer.decode(ids) == text
+    with torch.no_grad():
+        difference = (model(torch.tensor([ids])) - hf_model(torch.tensor([ids])).logits).abs()
+    assert difference.max().item() < 1e-4
+    generated, expected = hf_greedy(hf_model, ids, 12), greedy(model, ids, 12)
+    # generate() stops early at <|endoftext|> (generation_config.json names it); we do not
+    assert generated == expected[: len(generated)]
+    assert len(generated) == 12 or generated[-1] == gpt2.eot_id
+    imported, imported_tokenizer, _ = load_model_from_run(
+        import_back(capsys, hf_dir, tmp_path / "back")
+    )
+    assert_same_state(model, imported)
+    assert isinstance(imported_tokenizer, GPT2Tokenizer)
+    assert Path(imported_tokenizer.bpe_dir).parent == (tmp_path / "back").resolve()
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"attention": "hybrid"}, "attention=hybrid has no transformers equivalent"),
+        ({"output": "adaptive", "tie_weights": False}, "output=adaptive (adaptive softmax)"),
+        ({**LLAMA, "ffn": "geglu"}, "ffn=geglu does not fit the Llama block"),
+        ({"norm": "rmsnorm"}, "norm=rmsnorm does not fit the GPT-2 block"),
+        ({"n_kv_head": 2}, "n_kv_head=2 does not fit the GPT-2 block"),
+    ],
+)
+def test_unsupported_architectures_are_refused_in_one_line(
+    fields, fragment, make_run, capsys, tmp_path
+):
+    run_dir, _, _ = make_run("unsupported", **fields)
+    code, _, err = run_cli(capsys, "export", run_dir, "--format", "hf", "--out", tmp_path / "hf")
+    assert_one_line_error(code, err, "cannot export", fragment, SUPPORTED_FRAGMENT)
+    assert not (tmp_path / "hf").exists()
+
+
+def test_export_refuses_a_non_empty_out(make_run, capsys, tmp_path):
+    run_dir, _, _ = make_run("run")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "keep.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "export", run_dir, "--format", "hf", "--out", tmp_path / "hf")
+    assert_one_line_error(code, err, "is not empty")
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "fragment"),
+    [
+        ("gpt2", {"model_type": "mistral"}, "model_type='mistral' is not supported"),
+        ("gpt2", {"activation_function": "gelu_new"}, "activation_function=gelu_new"),
+        ("llama", {"rms_norm_eps": 1e-5}, "rms_norm_eps=1e-05"),
+        ("llama", {"rope_parameters": {"rope_type": "llama3"}}, "rope_type=llama3"),
+        ("llama", {"attention_bias": True}, "attention_bias=true"),
+    ],
+)
+def test_import_refuses_what_tinygpt_cannot_run(name, edit, fragment, make_run, capsys, tmp_path):
+    run_dir, _, _ = make_run(name, **VARIANTS[name])
+    hf_dir = export(capsys, run_dir, tmp_path / "hf")
+    document = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**document, **edit}))
+    code, _, err = run_cli(capsys, "import-hf", hf_dir, "--out", tmp_path / "back")
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "back").exists()
+
+
+def test_import_refuses_weights_that_are_not_safetensors(tmp_path, capsys):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    code, _, err = run_cli(capsys, "import-hf", tmp_path / "hf", "--out", tmp_path / "back")
+    assert_one_line_error(code, err, "has no model.safetensors")

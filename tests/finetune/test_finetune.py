@@ -1,0 +1,147 @@
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinygpt.data.prepare import prepare_dataset
+from tinygpt.errors import DataError
+from tinygpt.finetune.loop import Finetuner, FinetuneResult, start_finetune
+from tinygpt.finetune.lora import (
+    ADAPTER_CONFIG,
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS,
+    LoraSettings,
+    apply_adapter,
+)
+from tinygpt.train.checkpoint import load_model_from_run
+from tinygpt.train.loop import read_metrics
+
+SETTINGS = LoraSettings(r=4, alpha=8.0, targets=("qkv", "proj", "lm_head"), dropout=0.0)
+
+
+@dataclass
+class Finetuned:
+    finetuner: Finetuner
+    result: FinetuneResult
+    base_state: dict[str, torch.Tensor]  # the base run's weights, loaded before fine-tuning
+    base_file_sha256: str
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def finetuned(base_run, new_text, tmp_path_factory, finetune_fields) -> Finetuned:
+    base_file = base_run / "checkpoints" / "best" / "model.safetensors"
+    base_sha = file_sha256(base_file)
+    base_model, _, _ = load_model_from_run(base_run)
+    base_state = {name: t.clone() for name, t in base_model.state_dict().items()}
+    run_dir = tmp_path_factory.mktemp("finetuned") / "run"
+    finetuner = start_finetune(base_run, run_dir, str(new_text), SETTINGS, finetune_fields)
+    return Finetuned(finetuner, finetuner.fit(), base_state, base_sha)
+
+
+def test_only_adapter_parameters_require_grad(finetuned):
+    model = finetuned.finetuner.model
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    optimized = {
+        id(p) for group in finetuned.finetuner.optimizer.param_groups for p in group["params"]
+    }
+    assert optimized == {id(p) for p in model.parameters() if p.requires_grad}
+    assert finetuned.finetuner.parameter_summary().startswith("trainable ")
+
+
+def test_base_weights_are_bitwise_unchanged(finetuned, base_run):
+    assert file_sha256(base_run / "checkpoints" / "best" / "model.safetensors") == (
+        finetuned.base_file_sha256
+    )
+    frozen = {
+        name.replace(".base_layer.", "."): tensor.cpu()
+        for name, tensor in finetuned.finetuner.model.state_dict().items()
+        if ".lora_" not in name
+    }
+    assert frozen.keys() == finetuned.base_state.keys()
+    for name, tensor in finetuned.base_state.items():
+        assert torch.equal(frozen[name], tensor), name
+
+
+def test_finetuning_lowers_the_loss_on_the_new_data(finetuned):
+    evals = [r for r in read_metrics(finetuned.result.run_dir) if r["kind"] == "eval"]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 30
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.3, evals
+    assert finetuned.result.stop_reason == "completed"
+
+
+def test_merged_run_equals_base_plus_adapter(finetuned, base_run):
+    run_dir = finetuned.result.run_dir
+    last, _, config = load_model_from_run(run_dir, "last")
+    vocab = config.model.vocab_size
+    idx = torch.randint(vocab, (4, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # the adapter in memory is the last step's; checkpoints/last holds it merged
+        wrapped = finetuned.finetuner.model.eval()
+        torch.testing.assert_close(last(idx), wrapped(idx), atol=1e-5, rtol=0)
+        assert config.model.tie_weights is False  # lm_head adapted: untied when merged
+
+        # adapter/ is the best step's: on top of the base run it gives checkpoints/best
+        best, _, _ = load_model_from_run(run_dir, "best")
+        base, _, _ = load_model_from_run(base_run)
+        base_logits = base(idx)
+        apply_adapter(base, run_dir / ADAPTER_DIR)
+        torch.testing.assert_close(best(idx), base.eval()(idx), atol=1e-5, rtol=0)
+        assert not torch.allclose(best(idx), base_logits, atol=1e-2)  # the adapter did learn
+
+
+def test_adapter_directory_holds_only_lora_tensors_and_names_the_base(finetuned, base_run):
+    directory = finetuned.result.run_dir / ADAPTER_DIR
+    tensors = load_file(directory / ADAPTER_WEIGHTS)
+    info = json.loads((directory / ADAPTER_CONFIG).read_text())
+    assert len(tensors) == 2 * len(info["target_modules"]) == 2 * (2 + 4 + 1)
+    assert all(".lora_A." in name or ".lora_B." in name for name in tensors)
+    assert sum(t.numel() for t in tensors.values()) < 0.2 * sum(
+        t.numel() for t in finetuned.base_state.values()
+    )
+    meta = json.loads((base_run / "checkpoints" / "best" / "meta.json").read_text())
+    assert info["base_model_sha256"] == meta["files"]["model.safetensors"]["sha256"]
+    assert info["base_run"] == str(base_run.resolve())
+    assert (info["r"], info["lora_alpha"]) == (4, 8.0)
+
+
+def test_the_new_run_holds_its_data_tokenized_with_the_base_tokenizer(finetuned, base_run):
+    run_dir = finetuned.result.run_dir
+    assert (run_dir / "tokenizer.json").read_text() == (base_run / "tokenizer.json").read_text()
+    assert (run_dir / "data" / "tokenizer.json").read_text() == (
+        (base_run / "tokenizer.json").read_text()
+    )
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert run_info["finetune"]["base_run"] == str(base_run.resolve())
+    assert not list(run_dir.parent.glob(".*"))  # no staging leftovers beside the run
+
+
+def test_characters_outside_the_base_vocabulary_are_refused(base_run, tmp_path, finetune_fields):
+    text = tmp_path / "greek.txt"
+    text.write_text("λόγος " * 200, encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        start_finetune(base_run, tmp_path / "out", str(text), SETTINGS, finetune_fields)
+    assert "outside the base run's vocabulary: " in str(caught.value)
+    assert "'λ'" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_data_prepared_with_another_tokenizer_is_refused(
+    base_run, new_text, tmp_path, finetune_fields
+):
+    from tinygpt.config import DataConfig
+
+    prepared = prepare_dataset(DataConfig(source=str(new_text), workers=1), out_dir=tmp_path / "p")
+    with pytest.raises(DataError, match="tokenized with another char vocabulary"):
+        start_finetune(
+            base_run, tmp_path / "out", str(prepared.directory), SETTINGS, finetune_fields
+        )

@@ -1,0 +1,115 @@
+import json
+import re
+
+import pytest
+
+from tinygpt.cli import main
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def field_flags(fields: dict[str, str]) -> list[str]:
+    return [part for name, value in fields.items() for part in (f"--{name}", value)]
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("tinygpt: error:")]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_finetune_then_sample_and_eval_the_new_run(
+    capsys, base_run, new_text, tmp_path, finetune_fields
+):
+    out_dir = tmp_path / "tuned"
+    code, out, err = run_cli(
+        capsys,
+        "finetune",
+        base_run,
+        "--data",
+        new_text,
+        "--out",
+        out_dir,
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--lora-targets",
+        "qkv,attn.proj,fc",
+        *field_flags(finetune_fields),
+    )
+    assert code == 0, err
+    summary = re.search(r"trainable ([\d,]+) of ([\d,]+) parameters \((\d+\.\d\d)%\)", out)
+    assert summary, out
+    trainable, total = (int(summary.group(i).replace(",", "")) for i in (1, 2))
+    # rank 4 on qkv (32 -> 96), attn.proj (32 -> 32), fc (32 -> 128) of 2 blocks
+    assert trainable == 2 * 4 * ((32 + 96) + (32 + 32) + (32 + 128)) and trainable < total
+    assert "finished at step 30" in out and f"tinygpt sample {out_dir}" in out
+    assert (out_dir / "adapter" / "adapter_model.safetensors").is_file()
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["train"]["max_iters"] == 30
+    assert config["train"]["lr_decay_iters"] == 0  # the base run's 2000 would not decay at all
+    assert config["data"]["source"] == str((out_dir / "data").resolve())
+
+    code, out, err = run_cli(
+        capsys, "sample", out_dir, "--prompt", "All:", "--max-new-tokens", "20", "--seed", "1"
+    )
+    assert code == 0, err
+    assert out.startswith("All:") and len(out) == len("All:") + 20 + 1
+
+    code, out, err = run_cli(capsys, "eval", out_dir, "--out", tmp_path / "eval")
+    assert code == 0, err
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["loss"] > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (
+            ["--lora-targets", "q_proj,v_proj"],
+            [
+                "q_proj,v_proj match no Linear module",
+                "blocks.N.attn.qkv",
+                "blocks.N.mlp.fc",
+                "lm_head",
+            ],
+        ),
+        (["--lora-r", "0"], ["--lora-r 0 must be greater than 0"]),
+        (["--lora-r", "two"], ["--lora-r", "invalid int value"]),
+        (["--tokenizer", "gpt2"], ["--tokenizer", "base run's tokenizer"]),
+    ],
+)
+def test_mistakes_are_one_line_errors(capsys, base_run, new_text, tmp_path, flags, fragments):
+    code, _, err = run_cli(
+        capsys, "finetune", base_run, "--data", new_text, "--out", tmp_path / "t", *flags
+    )
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_missing_base_run_is_a_one_line_error(capsys, new_text, tmp_path):
+    code, _, err = run_cli(
+        capsys, "finetune", tmp_path / "nope", "--data", new_text, "--out", tmp_path / "t"
+    )
+    assert_one_line_error(code, err, "nope", "does not exist")
+
+
+def test_finetune_needs_data(capsys, base_run, tmp_path):
+    code, _, err = run_cli(capsys, "finetune", base_run, "--out", tmp_path / "t")
+    assert_one_line_error(code, err, "--data SOURCE")
+
+
+def test_an_occupied_out_is_refused(capsys, base_run, new_text, tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "notes.txt").write_text("mine")
+    code, _, err = run_cli(
+        capsys, "finetune", base_run, "--data", new_text, "--out", tmp_path / "t"
+    )
+    assert_one_line_error(code, err, "not empty")
