@@ -38,6 +38,7 @@ class ModelConfig:
     n_embd: int = 384  # width of the residual stream
     ffn_hidden: int = 0  # 0: 4 * n_embd, or 8/3 * n_embd (to 64) for the gated kinds
     ffn: Literal["mlp", "swiglu", "geglu"] = "mlp"  # GELU MLP, or a gated one (Shazeer 2020)
+    activation: Literal["gelu", "gelu_tanh"] = "gelu"  # mlp, geglu: exact GELU or GPT-2's tanh
     dropout: float = 0.2  # on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear and LayerNorm layers
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"  # rmsnorm: the Llama recipe
@@ -183,6 +184,8 @@ class TrainConfig:
     eval_iters: int = 200  # batches per split in each evaluation
     log_interval: int = 10  # steps between train-loss lines in metrics.jsonl
     patience: int = 0  # stop after this many evaluations without a better val loss; 0: never
+    gradient_checkpointing: bool = False  # recompute block activations in backward: less memory
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate or shard the model
 
     def __post_init__(self) -> None:
         _check_positive(

@@ -147,8 +147,11 @@ def test_eval_on_another_source_with_the_same_vocabulary(capsys, text_run, tmp_p
     assert meta["origin"] == str(other) and math.isfinite(document["loss"])
 
 
-@pytest.mark.parametrize("is_prepared", [False, True])
-def test_eval_refuses_data_of_another_tokenizer(capsys, text_run, tmp_path, is_prepared):
+@pytest.mark.parametrize(
+    ("is_prepared", "fragment"),
+    [(False, "-character vocabulary it is tokenized with"), (True, "tokenized differently")],
+)
+def test_eval_refuses_data_of_another_tokenizer(capsys, text_run, tmp_path, is_prepared, fragment):
     other = tmp_path / "other.txt"
     other.write_text("xyz 123 qrs\n" * 50, encoding="utf-8")
     data = other
@@ -158,7 +161,7 @@ def test_eval_refuses_data_of_another_tokenizer(capsys, text_run, tmp_path, is_p
     capsys.readouterr()
     assert main(["eval", str(text_run), "--data", str(data)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("tinygpt: error:") and "tokenized differently" in err
+    assert err.startswith("tinygpt: error:") and fragment in err
     assert len(err.splitlines()) == 1
 
 

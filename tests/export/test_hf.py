@@ -3,15 +3,17 @@ transformers, identical weights after a round trip, one-line refusals for what i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from tinygpt.cli import main
 from tinygpt.generate.decode import sample_tokens
+from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
 from tinygpt.train.checkpoint import load_checkpoint, load_model_from_run
 
@@ -20,6 +22,7 @@ VARIANTS = {
     "gpt2": {},
     "gpt2-untied-no-bias": {"tie_weights": False, "bias": False},
     "gpt2-ffn-hidden-xavier": {"ffn_hidden": 48, "init": "xavier"},
+    "gpt2-gelu-tanh": {"activation": "gelu_tanh"},
     "llama": LLAMA,
     "llama-gqa-untied": {**LLAMA, "n_kv_head": 2, "tie_weights": False, "rope_theta": 500.0},
     "llama-mqa-ffn-hidden": {**LLAMA, "n_kv_head": 1, "ffn_hidden": 40},
@@ -101,7 +104,7 @@ def test_greedy_generation_matches_tinygpt(name, make_run, capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["gpt2-untied-no-bias", "gpt2-ffn-hidden-xavier", "llama-gqa-untied"]
+    "name", ["gpt2-untied-no-bias", "gpt2-ffn-hidden-xavier", "gpt2-gelu-tanh", "llama-gqa-untied"]
 )
 def test_export_then_import_gives_identical_weights(name, make_run, capsys, tmp_path):
     run_dir, model, tokenizer = make_run(name, **VARIANTS[name])
@@ -111,6 +114,45 @@ def test_export_then_import_gives_identical_weights(name, make_run, capsys, tmp_
     assert_same_state(model, imported)
     assert config.model == model.config  # dropout, init and bias=false come back from the hint
     assert imported_tokenizer.to_dict() == tokenizer.to_dict()
+
+
+@pytest.mark.parametrize(("activation", "function"), [("gelu", "gelu"), ("gelu_tanh", "gelu_new")])
+def test_export_writes_the_activation_function(activation, function, make_run, capsys, tmp_path):
+    run_dir, _, _ = make_run("run", activation=activation)
+    document = json.loads((export(capsys, run_dir, tmp_path / "hf") / "config.json").read_text())
+    assert document["activation_function"] == function
+
+
+@pytest.mark.parametrize("function", ["gelu_new", "gelu_pytorch_tanh"])
+def test_a_gpt2_with_the_tanh_gelu_imports_with_its_logits(
+    function, make_run, sample_text, capsys, tmp_path
+):
+    """A GPT2LMHeadModel made by transformers itself (config and weights), as from the hub."""
+    run_dir, _, tokenizer = make_run("run")
+    hf_dir = export(capsys, run_dir, tmp_path / "hf")  # for its tokenizer files
+    hf_config = GPT2Config(
+        vocab_size=tokenizer.vocab_size + 3,
+        n_positions=32,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        activation_function=function,
+    )
+    torch.manual_seed(0)
+    hf_model = GPT2LMHeadModel(hf_config).eval()
+    with torch.no_grad():
+        for parameter in hf_model.parameters():  # far from init, so the GELUs' gap shows
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    hf_model.save_pretrained(hf_dir)
+    imported, _, config = load_model_from_run(import_back(capsys, hf_dir, tmp_path / "back"))
+    assert config.model.activation == "gelu_tanh"
+    ids = torch.tensor([tokenizer.encode(sample_text[:32])])
+    with torch.no_grad():
+        expected = hf_model(ids).logits
+        assert (imported(ids) - expected).abs().max().item() < 1e-4
+        exact = GPT(dataclasses.replace(config.model, activation="gelu"))
+        exact.load_state_dict(imported.state_dict())
+        assert (exact.eval()(ids) - expected).abs().max().item() > 1e-4  # the test can tell
 
 
 def test_import_without_tinygpt_hint_still_gives_the_same_logits(
@@ -203,7 +245,7 @@ def test_export_refuses_a_non_empty_out(make_run, capsys, tmp_path):
     ("name", "edit", "fragment"),
     [
         ("gpt2", {"model_type": "mistral"}, "model_type='mistral' is not supported"),
-        ("gpt2", {"activation_function": "gelu_new"}, "activation_function=gelu_new"),
+        ("gpt2", {"activation_function": "relu"}, "activation_function=relu"),
         ("llama", {"rms_norm_eps": 1e-5}, "rms_norm_eps=1e-05"),
         ("llama", {"rope_parameters": {"rope_type": "llama3"}}, "rope_type=llama3"),
         ("llama", {"attention_bias": True}, "attention_bias=true"),

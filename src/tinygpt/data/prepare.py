@@ -3,7 +3,8 @@
 Streamed, parallel and resumable, so a multi-gigabyte corpus is prepared in bounded memory on
 every core, and an interrupted run picks up where it stopped:
 
-1. the tokenizer is trained (or loaded) once and saved in a work directory;
+1. the tokenizer is trained once (or given by the caller: a run's own, so that other text gets
+   the ids that run learned) and saved in a work directory;
 2. documents are grouped into shards of about SHARD_TEXT_BYTES; worker processes encode them;
    each finished shard is written with a `.done` marker, and a resumed run skips those;
 3. the shards are concatenated into the final files in a temporary directory that is renamed
@@ -42,10 +43,10 @@ from tinygpt.atomic_files import fsync_directory, write_bytes_atomic, write_sync
 from tinygpt.config import DataConfig
 from tinygpt.data.chat_format import Conversation, encode_conversation, render_text
 from tinygpt.data.sources import Corpus, default_cache_dir, open_corpus
-from tinygpt.errors import DataError
+from tinygpt.errors import DataError, TinyGPTError
 from tinygpt.tokenizers.base import Tokenizer, build_tokenizer, load_tokenizer
 from tinygpt.tokenizers.bpe import split_text
-from tinygpt.tokenizers.char import CharTokenizer
+from tinygpt.tokenizers.char import MAX_NAMED_CHARS, CharTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -79,25 +80,38 @@ class PreparedData:
 
 
 def prepare_dataset(
-    config: DataConfig, cache_dir: Path | None = None, out_dir: Path | None = None
+    config: DataConfig,
+    cache_dir: Path | None = None,
+    out_dir: Path | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> PreparedData:
     """Tokenize and split `config.source` once into `out_dir` (default: the cache, keyed by
     content); later calls with the same content reuse it. A source that is itself a prepared
-    directory is used as it is."""
-    already = _prepared_source(config)
+    directory is used as it is.
+
+    `tokenizer`, when given, is used instead of one built from the corpus (a run's own, so
+    that new text gets the ids that run learned); a character vocabulary cannot grow, so text
+    with characters outside it is an error."""
+    already = _prepared_source(config, tokenizer)
     if already is not None:
         return already
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     corpus = open_corpus(config, cache_dir)
-    key = dataset_key(corpus.fingerprint, config)
+    key = dataset_key(corpus.fingerprint, config, tokenizer)
     directory = out_dir or cache_dir / "prepared" / key
     existing = _load_if_complete(directory)
+    if existing is None and tokenizer is not None and out_dir is None:
+        existing = _built_with(
+            cache_dir / "prepared" / dataset_key(corpus.fingerprint, config), tokenizer
+        )
     if existing is not None:
-        logger.info("reusing prepared data in %s", directory)
+        logger.info("reusing prepared data in %s", existing.directory)
         return existing
+    if tokenizer is not None:
+        _check_characters(corpus, tokenizer)
     work = directory.with_name(f".{directory.name}.work")
     _open_work_directory(work, key)
-    tokenizer = _tokenizer_in(work, config, corpus)
+    tokenizer = _tokenizer_in(work, config, corpus, tokenizer)
     started = time.perf_counter()
     plan = _split_plan(corpus)
     streams, text_sizes = _encode_corpus(config, corpus, tokenizer, work, plan)
@@ -111,14 +125,22 @@ def prepare_dataset(
     return load_prepared(directory)
 
 
-def _prepared_source(config: DataConfig) -> PreparedData | None:
-    """`--data DIR` where DIR was written by `tinygpt prepare`: check it suits the config."""
+def _prepared_source(config: DataConfig, tokenizer: Tokenizer | None) -> PreparedData | None:
+    """`--data DIR` where DIR was written by `tinygpt prepare`: check it suits the config (and
+    the given tokenizer: ids of another vocabulary would be other text to a model)."""
     directory = Path(config.source).expanduser()
     if not (directory / "meta.json").is_file():
         return None
     prepared = _load_if_complete(directory)
     if prepared is None:
         raise DataError(f"{directory} holds incomplete prepared data; run tinygpt prepare again")
+    if tokenizer is not None:
+        if not same_tokenizer(load_tokenizer(prepared.tokenizer_path), tokenizer):
+            raise DataError(
+                f"{directory} was prepared with another vocabulary than the given "
+                f"{tokenizer.kind} tokenizer; give the text itself, to be tokenized with it"
+            )
+        return prepared
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     if meta["tokenizer"] != config.tokenizer:
         raise DataError(
@@ -146,8 +168,9 @@ def _text_or_none(path: Path) -> str | None:
         return None
 
 
-def dataset_key(fingerprint: str, config: DataConfig) -> str:
-    """Everything that changes the files' content, and nothing else (not the source's path)."""
+def dataset_key(fingerprint: str, config: DataConfig, tokenizer: Tokenizer | None = None) -> str:
+    """Everything that changes the files' content, and nothing else (not the source's path).
+    A given tokenizer is identified by its JSON, so data of another vocabulary is never reused."""
     identity = {
         "fingerprint": fingerprint,
         "tokenizer": config.tokenizer,
@@ -161,6 +184,8 @@ def dataset_key(fingerprint: str, config: DataConfig) -> str:
     }
     if config.tokenizer in ("char", "gpt2"):  # their vocabulary does not depend on this field
         identity.pop("tokenizer_vocab_size")
+    if tokenizer is not None:
+        identity["tokenizer_sha256"] = tokenizer_sha256(tokenizer)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -168,9 +193,70 @@ def dataset_key(fingerprint: str, config: DataConfig) -> str:
 # Tokenizer
 
 
-def _tokenizer_in(work: Path, config: DataConfig, corpus: Corpus) -> Tokenizer:
-    """Train the tokenizer on the training documents once; a resumed run loads it back."""
+def tokenizer_sha256(tokenizer: Tokenizer) -> str:
+    """The identity of a vocabulary: the hash of its JSON, keys sorted so it is canonical.
+    GPT-2's is fixed, wherever its files were read from (its JSON names their folder)."""
+    document = {"kind": "gpt2"} if tokenizer.kind == "gpt2" else tokenizer.to_dict()
+    text = json.dumps(document, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def same_tokenizer(first: Tokenizer, second: Tokenizer) -> bool:
+    """Equal vocabularies, so equal text gets equal ids."""
+    return tokenizer_sha256(first) == tokenizer_sha256(second)
+
+
+def unknown_characters(corpus: Corpus, tokenizer: Tokenizer) -> list[str]:
+    """The corpus's characters that `tokenizer` cannot encode, sorted: only a character
+    vocabulary without an unknown id has any (subword vocabularies fall back to bytes)."""
+    if not isinstance(tokenizer, CharTokenizer) or tokenizer.unk_id is not None:
+        return []
+    seen: set[str] = set()
+    for split in corpus.splits:
+        for document in _docs(corpus, split):
+            seen.update(_as_text(document))
+    return sorted(seen.difference(tokenizer.chars))
+
+
+def name_characters(characters: list[str]) -> str:
+    """The first few of `characters` for a one-line error message."""
+    more = ", ..." if len(characters) > MAX_NAMED_CHARS else ""
+    return ", ".join(repr(c) for c in characters[:MAX_NAMED_CHARS]) + more
+
+
+def _check_characters(corpus: Corpus, tokenizer: Tokenizer) -> None:
+    """Up front, not halfway through encoding, and naming the text rather than a shard."""
+    unknown = unknown_characters(corpus, tokenizer)
+    if unknown:
+        raise DataError(
+            f"{corpus.origin} has characters outside the {tokenizer.vocab_size}-character "
+            f"vocabulary it is tokenized with: {name_characters(unknown)}; a character "
+            "vocabulary cannot grow, so remove them from the text"
+        )
+
+
+def _built_with(directory: Path, tokenizer: Tokenizer) -> PreparedData | None:
+    """Data prepared without a given tokenizer whose trained vocabulary is `tokenizer` (a run's
+    own training data): the same files, so reused rather than prepared again."""
+    prepared = _load_if_complete(directory)
+    if prepared is None:
+        return None
+    try:
+        is_same = same_tokenizer(load_tokenizer(prepared.tokenizer_path), tokenizer)
+    except TinyGPTError:  # a damaged tokenizer.json is not a match
+        return None
+    return prepared if is_same else None
+
+
+def _tokenizer_in(
+    work: Path, config: DataConfig, corpus: Corpus, given: Tokenizer | None = None
+) -> Tokenizer:
+    """Train the tokenizer on the training documents once; a resumed run loads it back. A given
+    tokenizer is saved for the worker processes to load."""
     path = work / "tokenizer.json"
+    if given is not None:
+        given.save(path)
+        return given
     if path.exists():
         return load_tokenizer(path)
 

@@ -31,7 +31,7 @@ from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import DataConfig, RunConfig
 from tinygpt.data.chat_format import BOS, EOS, Conversation, history_prompt
 from tinygpt.data.memmap import open_loss_mask, open_tokens
-from tinygpt.data.prepare import PreparedData, _is_validation, prepare_dataset
+from tinygpt.data.prepare import PreparedData, _is_validation, prepare_dataset, same_tokenizer
 from tinygpt.data.sources import open_corpus
 from tinygpt.errors import ConfigError, DataError
 from tinygpt.generate.engine import GenerationSettings, stream_text
@@ -148,23 +148,20 @@ def bits_per_unit(loss_nats: float, tokens: int, units: int | None) -> float | N
 
 
 def prepare_eval_data(data: DataConfig, tokenizer: Tokenizer) -> PreparedData:
-    """Prepared tokens of `data` (cached, as training leaves them), checked to be tokenized
+    """Prepared tokens of `data`, tokenized with the run's tokenizer (the run's own data is
+    found in the cache, as training left it); already prepared data must have been tokenized
     exactly as the run was: token ids from another vocabulary mean other text to the model."""
-    prepared = prepare_dataset(data)
-    if not same_tokenizer(load_tokenizer(prepared.tokenizer_path), tokenizer):
-        raise DataError(
-            f"{data.source} is tokenized differently from this run (a {data.tokenizer} "
-            "vocabulary is learned from its own corpus, and these differ); give the run's own "
-            "data, data prepared with the same tokenizer, or use a gpt2-tokenized run"
-        )
-    return prepared
-
-
-def same_tokenizer(first: Tokenizer, second: Tokenizer) -> bool:
-    """Equal vocabularies; GPT-2's is fixed, wherever its files were read from."""
-    if first.kind != second.kind:
-        return False
-    return first.kind == "gpt2" or first.to_dict() == second.to_dict()
+    directory = Path(data.source).expanduser()
+    if (directory / "meta.json").is_file():
+        prepared = prepare_dataset(data)
+        if not same_tokenizer(load_tokenizer(prepared.tokenizer_path), tokenizer):
+            raise DataError(
+                f"{data.source} is tokenized differently from this run (prepared with another "
+                f"{data.tokenizer} vocabulary); give the text itself, to be tokenized with the "
+                "run's tokenizer"
+            )
+        return prepared
+    return prepare_dataset(data, tokenizer=tokenizer)
 
 
 def split_conversations(data: DataConfig, split: str) -> Iterator[Conversation]:

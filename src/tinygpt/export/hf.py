@@ -5,8 +5,9 @@ Two of tinygpt's architectures are transformers classes with the same arithmetic
 - the GPT-2 block (learned positions, LayerNorm, GELU MLP, multi-head attention) is
   `GPT2LMHeadModel`. GPT-2's `Conv1D` stores a weight as (in, out), the transpose of `nn.Linear`;
   its `c_attn` fuses q, k, v in our order; it always has biases, so a run without them exports
-  zeros. Our MLP's GELU is the exact (erf) one, `activation_function="gelu"`, not GPT-2's tanh
-  approximation `gelu_new`.
+  zeros. Our MLP's GELU is the exact (erf) one by default, `activation_function="gelu"`;
+  `activation=gelu_tanh` is GPT-2's tanh approximation, `gelu_new` (or `gelu_pytorch_tanh`,
+  the same function computed by one fused kernel).
 - the Llama block (RoPE, RMSNorm, SwiGLU, no biases, grouped-query attention optional) is
   `LlamaForCausalLM`. Our RoPE rotates channel pairs (i, i + D/2), Llama's `rotate_half`
   convention, so q and k need no permutation; our fused qkv and [gate, up] matrices are split by
@@ -68,6 +69,9 @@ CONFIG_FILE = "config.json"
 GENERATION_FILE = "generation_config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
+# ModelConfig.activation as GPT-2's activation_function, and back (several names, one function)
+GPT2_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
+FROM_GPT2_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 HINT_KEY = "tinygpt"  # our ModelConfig inside the exported config.json
 # what an import may take from that hint: fields transformers does not record, or records
 # another way; accepted only where the arithmetic stays the same
@@ -271,7 +275,7 @@ def hf_config(
             "n_layer": config.n_layer,
             "n_head": config.n_head,
             "n_inner": config.ffn_width,
-            "activation_function": "gelu",  # exact erf GELU, as nn.GELU()
+            "activation_function": GPT2_ACTIVATIONS[config.activation],
             "layer_norm_epsilon": LAYER_NORM_EPS,
             "resid_pdrop": config.dropout,
             "embd_pdrop": config.dropout,
@@ -337,10 +341,11 @@ def hf_model_type(document: dict[str, Any], source: Path) -> Architecture:
 
 def _gpt2_fields(document: dict[str, Any]) -> dict[str, Any]:
     unsupported = []
-    activation = document.get("activation_function", "gelu_new")
-    if activation != "gelu":
+    activation = document.get("activation_function", "gelu_new")  # transformers' default
+    if activation not in FROM_GPT2_ACTIVATIONS:
         unsupported.append(
-            f'activation_function={activation} (tinygpt\'s MLP uses the exact GELU, "gelu")'
+            f"activation_function={activation} (tinygpt's MLP takes "
+            f"{', '.join(FROM_GPT2_ACTIVATIONS)})"
         )
     epsilon = document.get("layer_norm_epsilon", LAYER_NORM_EPS)
     if epsilon != LAYER_NORM_EPS:
@@ -361,6 +366,7 @@ def _gpt2_fields(document: dict[str, Any]) -> dict[str, Any]:
         "ffn_hidden": document.get("n_inner") or 4 * n_embd,
         "dropout": document.get("resid_pdrop", 0.0),
         "tie_weights": document.get("tie_word_embeddings", True),
+        "activation": FROM_GPT2_ACTIVATIONS.get(activation, "gelu"),
         **BLOCKS["gpt2"],
     }
 

@@ -8,6 +8,11 @@ from tinygpt.config import ModelConfig
 from tinygpt.model.dropout import Dropout
 
 
+def gelu(config: ModelConfig) -> nn.GELU:
+    """The exact (erf) GELU, or GPT-2's tanh approximation for weights trained with it."""
+    return nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+
+
 class GatedMLP(nn.Module):
     """act(x W_gate) * (x W_up), then W_down (Shazeer 2020, "GLU Variants Improve Transformer"):
     SwiGLU (SiLU gate, the Llama recipe) or GEGLU (GELU gate). The gate and up projections are
@@ -16,7 +21,7 @@ class GatedMLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.fc = nn.Linear(config.n_embd, 2 * config.ffn_width, bias=config.bias)
-        self.act = nn.SiLU() if config.ffn == "swiglu" else nn.GELU()
+        self.act = nn.SiLU() if config.ffn == "swiglu" else gelu(config)
         self.proj = nn.Linear(config.ffn_width, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
         self.dropout = Dropout(config.dropout)
@@ -33,13 +38,16 @@ def feed_forward(config: ModelConfig) -> nn.Module:
 class MLP(nn.Module):
     """Two linear layers with a GELU between them.
 
-    The exact (erf) GELU, as in nanoGPT: on CPU it runs 3x faster than GPT-2's tanh
-    approximation, and Hugging Face's GPT-2 reads it as `activation_function="gelu"`."""
+    By default the exact (erf) GELU, as in nanoGPT: on CPU it runs 3x faster than GPT-2's tanh
+    approximation, and Hugging Face's GPT-2 reads it as `activation_function="gelu"`. The tanh
+    one (`activation=gelu_tanh`, transformers' "gelu_new") is there for checkpoints trained
+    with it, such as OpenAI's GPT-2: the two differ by up to ~1e-3 per activation, enough to
+    move logits."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.fc = nn.Linear(config.n_embd, config.ffn_width, bias=config.bias)
-        self.act = nn.GELU()
+        self.act = gelu(config)
         self.proj = nn.Linear(config.ffn_width, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
         self.dropout = Dropout(config.dropout)
