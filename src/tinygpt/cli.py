@@ -376,6 +376,8 @@ def run_train(args: argparse.Namespace) -> int:
         trainer = start_run(config, args.out)
     _describe_trainer(trainer)
     result = trainer.fit()
+    if not trainer.context.is_main:  # under torchrun, rank 0 speaks for all
+        return 130 if result.stop_reason == "interrupted" else 0
     if result.stop_reason == "interrupted":
         print(
             f"stopped at step {result.step}; resume with: tinygpt train --resume {result.run_dir}"

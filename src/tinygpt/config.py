@@ -163,7 +163,7 @@ class TrainConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False  # torch.compile the model
     threads: int = 0  # CPU threads for torch; 0: leave torch's default
-    batch_size: int = 64  # sequences per micro-batch
+    batch_size: int = 64  # sequences per micro-batch, across all ranks under torchrun
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     max_iters: int = 5000  # optimizer steps in all
     epochs: float = 0.0  # > 0: set max_iters to read the train split this many times

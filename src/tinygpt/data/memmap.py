@@ -44,7 +44,14 @@ def open_loss_mask(path: Path) -> np.memmap:
 
 
 class BatchSampler:
-    """Draws `batch_size` windows of `block_size + 1` tokens at uniformly random offsets."""
+    """Draws `batch_size` windows of `block_size + 1` tokens at uniformly random offsets.
+
+    With several ranks, `batch_size` is the global batch: every rank draws the same
+    `batch_size` offsets from the same generator and reads only its own consecutive
+    `batch_size / world_size` of them. So no two ranks see the same rows, 2 ranks of b rows
+    read exactly the rows 1 rank of 2b reads, and the generator state (what a checkpoint
+    stores) is the same whatever the number of ranks, which lets a resume change it.
+    """
 
     def __init__(
         self,
@@ -53,11 +60,18 @@ class BatchSampler:
         batch_size: int,
         seed: int,
         loss_mask: np.ndarray | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if len(tokens) <= block_size:
             raise DataError(
                 f"the split has {len(tokens)} tokens but block_size is {block_size}; "
                 "use a smaller --block_size or more text"
+            )
+        if batch_size % world_size:
+            raise DataError(
+                f"batch_size={batch_size} does not divide across {world_size} ranks; "
+                f"use a multiple of {world_size}"
             )
         self.tokens = tokens
         self.loss_mask = loss_mask  # 1 where the token is a target worth learning (dialog bots)
@@ -65,12 +79,16 @@ class BatchSampler:
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self._window = np.arange(block_size + 1)
+        rows = batch_size // world_size
+        self._rows = slice(rank * rows, (rank + 1) * rows)  # this rank's share of each draw
 
     def next_batch(self) -> tuple[Tensor, Tensor]:
-        """(x, y), both int64 of shape (batch_size, block_size), with y[:, t] == x[:, t + 1]."""
+        """(x, y), both int64 of shape (batch_size / world_size, block_size), with
+        y[:, t] == x[:, t + 1]."""
         # the highest offset is len - block_size - 1, so the last target is the last token
         high = len(self.tokens) - self.block_size
         offsets = torch.randint(high, (self.batch_size,), generator=self.generator).numpy()
+        offsets = offsets[self._rows]
         positions = offsets[:, None] + self._window  # (B, T + 1)
         windows = torch.from_numpy(np.asarray(self.tokens[positions]).astype(np.int64))
         x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()

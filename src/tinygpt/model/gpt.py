@@ -7,6 +7,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from tinygpt.config import ModelConfig
 from tinygpt.model.dropout import Dropout
@@ -48,6 +49,7 @@ class GPT(nn.Module):
         )
         self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.gradient_checkpointing = False  # set by the trainer (TrainConfig), not a shape
         self.ln_f = make_norm(config)
         if config.output == "adaptive":
             self.lm_head = None
@@ -94,8 +96,14 @@ class GPT(nn.Module):
             positions = cache.step.positions if cache else torch.arange(T, device=idx.device)
             x = x + self.wpe(positions)  # (B, T, C) or (T, C) broadcast over B
         x = self.drop(x)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for index, block in enumerate(self.blocks):
-            x = block(x, cache.layers[index] if cache is not None else None)
+            if recompute and cache is None:
+                # keep only the block's input; backward reruns the block (Chen et al. 2016)
+                # after restoring the RNG state, so dropout draws the same masks again
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, cache.layers[index] if cache is not None else None)
         if cache is not None:
             cache.end()
         return self.ln_f(x)

@@ -4,6 +4,10 @@ Exact resume: everything random draws from RNGs whose state is in the checkpoint
 generator for dropout, the batch sampler's own generator) and evaluation uses fixed batches from
 a separate generator, so evaluating or saving never shifts the training stream. A run stopped at
 step k and resumed reaches step n with bitwise the same parameters as an uninterrupted run.
+
+Under torchrun the same loop runs on every rank, with the model wrapped in DDP or FSDP; what that
+changes (global batch size, who writes, resuming on another number of ranks) is described in
+`tinygpt.train.distributed`. A single process takes none of those paths.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_loss_mask
 from tinygpt.data.prepare import PreparedData, prepare_dataset
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.gpt import GPT
+from tinygpt.model.loss import IGNORE_INDEX
 from tinygpt.runtime import Runtime, measure_matmul_peak, seed_everything, setup_runtime
 from tinygpt.tokenizers.base import load_tokenizer
+from tinygpt.train import distributed
 from tinygpt.train.checkpoint import (
     create_run_dir,
     load_checkpoint,
@@ -44,6 +50,7 @@ from tinygpt.train.checkpoint import (
     read_run_info,
     save_checkpoint,
 )
+from tinygpt.train.distributed import SINGLE_PROCESS, DistributedContext
 from tinygpt.train.optim import build_optimizer, set_learning_rate
 from tinygpt.train.schedule import learning_rate_at
 
@@ -72,33 +79,68 @@ class TrainResult:
 
 
 class Trainer:
-    """Owns the model, optimizer and data of one run. Build it with `start_run`/`resume_run`."""
+    """Owns the model, optimizer and data of one run. Build it with `start_run`/`resume_run`.
 
-    def __init__(self, config: RunConfig, run_dir: Path, prepared: PreparedData) -> None:
+    `model` is always the plain GPT (what checkpoints hold); under torchrun `wrapped` is its
+    DDP or FSDP wrapper, through which training and evaluation run."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        prepared: PreparedData,
+        context: DistributedContext = SINGLE_PROCESS,
+        model_state: dict[str, Tensor] | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
-        self.runtime: Runtime = setup_runtime(config.train)
+        self.context = context
+        self.runtime: Runtime = distributed.on_local_device(setup_runtime(config.train), context)
         seed_everything(config.train.seed)
-        self.model = GPT(config.model).to(self.runtime.device)
-        # training and evaluation go through model.loss (adaptive softmax never builds (B, T, V))
-        self.compute_loss = (
-            torch.compile(self.model.loss) if config.train.compile else self.model.loss
-        )
+        self.model = GPT(config.model)
+        if model_state is not None:  # before FSDP turns the parameters into shards
+            load_weights_into(self.model, model_state)
+        self.model.gradient_checkpointing = config.train.gradient_checkpointing
+        self.wrapped: torch.nn.Module | None = None
+        if not context.is_distributed:
+            self.model.to(self.runtime.device)
+            # training and evaluation go through model.loss (adaptive softmax never builds
+            # (B, T, V))
+            self.compute_loss = (
+                torch.compile(self.model.loss) if config.train.compile else self.model.loss
+            )
+        else:
+            if context.mode == "ddp":
+                self.model.to(self.runtime.device)
+            self.wrapped = distributed.wrap_model(self.model, context, self.runtime)
+            self.compute_loss = (
+                torch.compile(self.wrapped) if config.train.compile else self.wrapped
+            )
+            torch.manual_seed(distributed.seed_for_rank(config.train.seed, context.rank))
         self.optimizer = build_optimizer(self.model, config.train, self.runtime.device_type)
-        self.scaler = torch.amp.GradScaler(
-            self.runtime.device_type, enabled=self.runtime.uses_grad_scaler
-        )
+        self.scaler = distributed.grad_scaler(context, self.runtime)
         self.train_tokens = open_tokens(prepared.train_path, prepared.dtype)
         self.val_tokens = open_tokens(prepared.val_path, prepared.dtype)
         self.loss_masks = _loss_masks(config, prepared)
         block, batch = config.model.block_size, config.train.batch_size
         self.sampler = BatchSampler(
-            self.train_tokens, block, batch, config.train.seed, self.loss_masks["train"]
+            self.train_tokens,
+            block,
+            batch,
+            config.train.seed,
+            self.loss_masks["train"],
+            context.rank,
+            context.world_size,
         )
         self.progress = Progress()
         self.tokens_per_step = batch * block * config.train.gradient_accumulation_steps
         self.flops_per_token = self.model.flops_per_token(block)
-        self.peak_flops = measure_matmul_peak(self.runtime.device_type, self.runtime.dtype)
+        # the other ranks never report MFU; measuring would only slow rank 0's measurement
+        self.peak_flops = (
+            measure_matmul_peak(self.runtime.device_type, self.runtime.dtype)
+            if context.is_main
+            else math.nan
+        )
 
     # -- state ------------------------------------------------------------------------------
 
@@ -112,22 +154,60 @@ class Trainer:
         }
         if self.runtime.device_type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.runtime.device)
+        if self.context.is_distributed:  # every rank's dropout stream; rank 0's is rng_torch
+            state["rng_torch_ranks"] = distributed.gather_objects(torch.get_rng_state())
+            if self.runtime.device_type == "cuda":
+                rng_cuda = torch.cuda.get_rng_state(self.runtime.device)
+                state["rng_cuda_ranks"] = distributed.gather_objects(rng_cuda)
+            if self.context.mode == "fsdp":  # shards -> the single-process layout
+                state["optimizer"] = distributed.gather_full(
+                    state["optimizer"], self.context.is_main
+                )
         return state
 
     def load_train_state(self, state: dict[str, Any]) -> None:
         self.progress = Progress(**state["progress"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.context.is_distributed and self.context.mode == "fsdp":
+            distributed.shard_optimizer_state(self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["grad_scaler"])
         torch.set_rng_state(state["rng_torch"])
         self.sampler.set_state(state["sampler"])
         if "rng_cuda" in state and self.runtime.device_type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.runtime.device)
+        if self.context.is_distributed:
+            self._load_rank_rng_states(state)
 
-    def save(self, is_best: bool = False) -> Path:
+    def _load_rank_rng_states(self, state: dict[str, Any]) -> None:
+        """Each rank's own dropout stream back, when the checkpoint has one per rank; otherwise
+        (another number of ranks) a fresh stream per rank."""
+        rank, world_size = self.context.rank, self.context.world_size
+        saved = state.get("rng_torch_ranks")
+        if saved is not None and len(saved) == world_size:
+            torch.set_rng_state(saved[rank])
+            saved_cuda = state.get("rng_cuda_ranks")
+            if saved_cuda is not None and self.runtime.device_type == "cuda":
+                torch.cuda.set_rng_state(saved_cuda[rank], self.runtime.device)
+        else:
+            seed = self.config.train.seed
+            torch.manual_seed(distributed.seed_for_rank(seed, rank, self.progress.step))
+
+    def save(self, is_best: bool = False) -> Path | None:
+        """Write a checkpoint. Under torchrun every rank must call this (it gathers RNG states
+        and FSDP shards); rank 0 alone writes, and the others return None."""
         extra = {"val_loss": _finite_or_none(self.progress.best_val_loss)}
-        return save_checkpoint(
-            self.run_dir, self.progress.step, self.model, self.train_state(), extra, is_best
-        )
+        train_state = self.train_state()
+        model: torch.nn.Module = self.model
+        if self.context.is_distributed and self.context.mode == "fsdp":
+            # keep_vars: the tied weight is one Parameter under two names, gathered once
+            full = distributed.gather_full(
+                self.model.state_dict(keep_vars=True), self.context.is_main
+            )
+            model = distributed.StateDictView(full)
+        if not self.context.is_main:
+            return None
+        return save_checkpoint(self.run_dir, self.progress.step, model, train_state, extra, is_best)
 
     # -- one optimisation step ----------------------------------------------------------------
 
@@ -135,15 +215,17 @@ class Trainer:
         """One optimizer step over `gradient_accumulation_steps` micro-batches; returns the mean
         loss as a tensor (not `.item()`, which would wait for the GPU every step)."""
         cfg = self.config.train
-        self.model.train()
+        (self.wrapped or self.model).train()
         set_learning_rate(self.optimizer, learning_rate_at(self.progress.step, cfg))
         total = torch.zeros((), device=self.runtime.device)
-        for _ in range(cfg.gradient_accumulation_steps):
+        for micro_step in range(cfg.gradient_accumulation_steps):
             x, y = self._to_device(*self.sampler.next_batch())
-            with self.runtime.autocast():
-                loss = self.compute_loss(x, y, cfg.label_smoothing)
-            loss = loss / cfg.gradient_accumulation_steps
-            self.scaler.scale(loss).backward()
+            is_last = micro_step == cfg.gradient_accumulation_steps - 1
+            with distributed.gradient_sync(self.wrapped, enabled=is_last):
+                with self.runtime.autocast():
+                    loss = self.compute_loss(x, y, cfg.label_smoothing)
+                loss = loss / cfg.gradient_accumulation_steps
+                self.scaler.scale(loss).backward()
             total += loss.detach()
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -175,6 +257,8 @@ class Trainer:
         sequences = cfg.eval_iters * cfg.batch_size
         rows = min(sequences, max(cfg.batch_size, EVAL_TOKENS_PER_FORWARD // block))
         forwards = math.ceil(sequences / rows)
+        if self.context.is_distributed:
+            return self._evaluate_across_ranks(rows, forwards)
         self.model.eval()
         losses = {}
         for split, tokens in (("train", self.train_tokens), ("val", self.val_tokens)):
@@ -187,8 +271,39 @@ class Trainer:
             losses[split] = total.item() / forwards
         return losses
 
+    def _evaluate_across_ranks(self, rows: int, forwards: int) -> dict[str, float]:
+        """`evaluate` with each forward's rows split across the ranks: the same sequences and
+        the same per-forward mean as one process (up to rounding), whatever the number of
+        ranks. Every rank runs every forward (FSDP gathers parameters collectively); a rank
+        left without rows reruns one row and counts it zero times."""
+        cfg, block = self.config.train, self.config.model.block_size
+        rank, world_size = self.context.rank, self.context.world_size
+        self.wrapped.eval()  # type: ignore[union-attr]
+        # (split, forward, [sum of token losses, tokens])
+        sums = torch.zeros(2, forwards, 2, device=self.runtime.device)
+        splits = (("train", self.train_tokens), ("val", self.val_tokens))
+        for index, (split, tokens) in enumerate(splits):
+            mask = self.loss_masks[split]
+            batches = fixed_eval_batches(tokens, block, rows, forwards, cfg.seed + 1, mask)
+            for forward, (x_all, y_all) in enumerate(batches):
+                x, y = x_all.tensor_split(world_size)[rank], y_all.tensor_split(world_size)[rank]
+                weight = 1.0
+                if len(x) == 0:
+                    x, y, weight = x_all[:1], y_all[:1], 0.0
+                x, y = self._to_device(x, y)
+                tokens_counted = (y != IGNORE_INDEX).sum() * weight
+                with self.runtime.autocast():
+                    loss = self.compute_loss(x, y)
+                sums[index, forward, 0] = loss.float() * tokens_counted
+                sums[index, forward, 1] = tokens_counted
+        distributed.sum_then_share(sums)
+        means = (sums[..., 0] / sums[..., 1].clamp(min=1)).mean(dim=1).tolist()  # (split,)
+        return dict(zip(("train", "val"), means, strict=True))
+
     def mfu(self, tokens_per_second: float) -> float:
-        return self.flops_per_token * tokens_per_second / self.peak_flops
+        """Against the peak of all ranks' devices (the measured one times the world size)."""
+        peak = self.peak_flops * self.context.world_size
+        return self.flops_per_token * tokens_per_second / peak
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -196,7 +311,7 @@ class Trainer:
         """Train until max_iters, early stopping, Ctrl-C/SIGTERM (checkpoint saved), or
         `stop_at` steps (used by tests to simulate an interruption)."""
         cfg = self.config.train
-        metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.context.is_main)
         if self.progress.step == 0:
             self._evaluate_and_save(metrics)
         window = _Window(time.perf_counter(), self.progress.step)
@@ -206,13 +321,13 @@ class Trainer:
             initial=self.progress.step,
             desc="train",
             unit="step",
-            disable=not sys.stderr.isatty(),
+            disable=not sys.stderr.isatty() or not self.context.is_main,
             dynamic_ncols=True,
             leave=False,
         )
         with bar, stop_requests() as stop, logging_redirect_tqdm():
             while self.progress.step < cfg.max_iters:
-                if stop.requested:
+                if self._stop_requested(stop):
                     reason = "interrupted"
                     break
                 if stop_at is not None and self.progress.step >= stop_at:
@@ -224,6 +339,8 @@ class Trainer:
                 bar.update(1)
                 step = self.progress.step
                 if step % cfg.log_interval == 0 or step == cfg.max_iters:
+                    if self.context.is_distributed:
+                        loss = distributed.mean_across_ranks(loss)
                     self._log_train(metrics, window, loss.item(), bar)
                     window = _Window(time.perf_counter(), step)
                 if step % cfg.eval_interval == 0 or step == cfg.max_iters:
@@ -239,6 +356,11 @@ class Trainer:
                 self.run_dir / "checkpoints" / "last",
             )
         return TrainResult(self.run_dir, self.progress.step, self.progress.best_val_loss, reason)
+
+    def _stop_requested(self, stop: _StopFlag) -> bool:
+        if self.context.is_distributed:  # all ranks stop at the same step, or none does
+            return distributed.any_rank(stop.requested)
+        return stop.requested
 
     def _log_train(self, metrics: MetricsLog, window: _Window, loss: float, bar: tqdm) -> None:
         elapsed = time.perf_counter() - window.start
@@ -314,10 +436,13 @@ class _Window:
 class MetricsLog:
     """metrics.jsonl: one JSON object a line, appended and flushed as training goes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path = path
+        self.enabled = enabled  # False on every rank but rank 0
 
     def append(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -378,8 +503,10 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def start_run(config: RunConfig, run_dir: Path) -> Trainer:
-    """Prepare the data, fix the vocabulary size, create the run directory, build the trainer."""
-    prepared = prepare_dataset(config.data)
+    """Prepare the data, fix the vocabulary size, create the run directory, build the trainer.
+    Under torchrun, join the process group first; rank 0 alone creates the run directory."""
+    context = distributed.setup_distributed(config.train)
+    prepared = distributed.run_leader_first(context, lambda: prepare_dataset(config.data))
     if 0 < config.model.vocab_size < prepared.vocab_size:
         raise ConfigError(
             f"vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
@@ -392,8 +519,11 @@ def start_run(config: RunConfig, run_dir: Path) -> Trainer:
         train=_steps_for_epochs(config, prepared.train_tokens),
     )
     tokenizer_json = prepared.tokenizer_path.read_text(encoding="utf-8")
-    create_run_dir(run_dir, config.to_json(), tokenizer_json, _data_info(prepared))
-    return Trainer(config, run_dir, prepared)
+    distributed.run_on_main(
+        context,
+        lambda: create_run_dir(run_dir, config.to_json(), tokenizer_json, _data_info(prepared)),
+    )
+    return Trainer(config, run_dir, prepared, context)
 
 
 def resume_run(run_dir: Path, overrides: dict[str, Any] | None = None) -> Trainer:
@@ -409,7 +539,8 @@ def resume_run(run_dir: Path, overrides: dict[str, Any] | None = None) -> Traine
         )
     if config.data != saved.data:
         raise CheckpointError(f"cannot resume {run_dir} with different data settings")
-    prepared = prepare_dataset(config.data)
+    context = distributed.setup_distributed(config.train)
+    prepared = distributed.run_leader_first(context, lambda: prepare_dataset(config.data))
     if prepared.source_sha256 != info.get("source_sha256"):
         raise CheckpointError(
             f"the data source {config.data.source} changed since {run_dir} started "
@@ -421,13 +552,14 @@ def resume_run(run_dir: Path, overrides: dict[str, Any] | None = None) -> Traine
     ):
         raise CheckpointError(f"the tokenizer of {run_dir} differs from the prepared data's")
     checkpoint = load_checkpoint(run_dir, "last")
-    if config != saved:
+    distributed.barrier()  # every rank has read config.json and the checkpoint: rank 0 may write
+    if config != saved and context.is_main:
         write_text_atomic(run_dir / "config.json", config.to_json())
-    trainer = Trainer(config, run_dir, prepared)
-    load_weights_into(trainer.model, checkpoint.model_state)
+    trainer = Trainer(config, run_dir, prepared, context, checkpoint.model_state)
     assert checkpoint.train_state is not None
     trainer.load_train_state(checkpoint.train_state)
-    MetricsLog(run_dir / "metrics.jsonl").truncate_after(trainer.progress.step)
+    if context.is_main:
+        MetricsLog(run_dir / "metrics.jsonl").truncate_after(trainer.progress.step)
     log.info("resumed %s at step %d", run_dir, trainer.progress.step)
     return trainer
 
