@@ -13,8 +13,8 @@ q, k, v; the local branch reuses the global branch's values (so GQA's value shar
 
 Cost, per token and layer, with W = local_window, A = local_dim, H heads of width D, G query
 heads per key/value head:
-- scores: H·W·A additions, sigmoids and multiply-adds, computed on the band only (an unfolded
-  view of the keys, never a T x T x A tensor); backward keeps the B·H·T·W·A sigmoid outputs, so
+- scores: H·W·A additions, tanh and multiply-adds, computed on the band only (an unfolded
+  view of the keys, never a T x T x A tensor); backward keeps the B·H·T·W·A tanh values, so
   activation memory grows with W·A per head, not with the context length.
 - weighted sum: 2·H·W·D FLOPs, one (G x W) @ (W x D) matmul per position and key/value head
   over an unfolded view of the values.
