@@ -80,3 +80,14 @@ def test_gqa_cache_is_smaller_by_the_head_ratio():
     gqa = GPT(VARIANTS["gqa"]).new_cache(2)
     mqa = GPT(VARIANTS["mqa"]).new_cache(2)
     assert mha.nbytes() == 2 * gqa.nbytes() == 4 * mqa.nbytes()
+
+
+def test_decoding_sees_weights_changed_in_place():
+    torch.manual_seed(0)
+    model = GPT(BASE).eval()
+    idx = torch.randint(0, 50, (1, 6))
+    with torch.no_grad():
+        model(idx, cache=model.new_cache(1))  # builds the decoding copy of the output layer
+        model.lm_head.weight.mul_(2.0)  # an optimizer step would change it in place too
+        cached = model(idx, cache=model.new_cache(1))
+        torch.testing.assert_close(cached, model(idx), rtol=1e-5, atol=1e-5)

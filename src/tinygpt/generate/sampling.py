@@ -39,10 +39,18 @@ def sample_next_token(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """logits (B, V) -> token ids (B, 1). temperature 0 means greedy (argmax)."""
+    """logits (B, V) -> token ids (B, 1). temperature 0 means greedy (argmax).
+
+    With top-k, the draw is made among the k candidates only (their logits, sorted, then the
+    nucleus filter): the same distribution as masking the whole vocabulary, without a pass of
+    softmax and random numbers over 50k entries per token."""
     logits = logits.float()
     if temperature == 0.0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = filter_logits(logits / temperature, top_k, top_p)
-    probs = logits.softmax(dim=-1)
+    if top_k and top_k < logits.size(-1):
+        candidates, ids = torch.topk(logits / temperature, top_k, dim=-1)  # (B, k), sorted
+        probs = filter_logits(candidates, 0, top_p).softmax(dim=-1)
+        choice = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+        return ids.gather(-1, choice)
+    probs = filter_logits(logits / temperature, 0, top_p).softmax(dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
