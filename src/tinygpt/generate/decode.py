@@ -50,7 +50,7 @@ class BatchDecoder:
     def batch(self) -> int:
         return self.tokens.size(0)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def next_logits(self) -> Tensor:
         """Logits (B, V) of the next token of every sequence."""
         if not self.use_cache:
@@ -108,7 +108,7 @@ class BatchDecoder:
         return self.model(context, last_token_only=True)[:, -1, :]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample_tokens(
     model: GPT,
     prompts: Sequence[Sequence[int]],
@@ -161,7 +161,7 @@ def _padding_mask(decoder: BatchDecoder) -> Tensor:
     return columns.view(1, -1) < decoder.first_slot.view(-1, 1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(
     model: GPT,
     prompt: Sequence[int],
