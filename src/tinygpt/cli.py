@@ -77,13 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="a TOML file of fields, by section")
     train.add_argument("--out", type=Path, help="the new run directory")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run")
-    train.add_argument(
-        "--data",
-        dest="data.source",
-        default=argparse.SUPPRESS,
-        metavar="PATH_OR_URL",
-        help="text to train on (default: TinyShakespeare)",
-    )
+    _add_data_flag(train, "text to train on (default: TinyShakespeare)")
     _add_field_flags(train)
     train.set_defaults(handler=run_train)
 
@@ -225,13 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--minutes", type=float, metavar="M", help="minutes of training steps per run"
     )
-    compare.add_argument(
-        "--data",
-        dest="data.source",
-        default=argparse.SUPPRESS,
-        metavar="PATH_OR_URL",
-        help="text to train on, for every config",
-    )
+    _add_data_flag(compare, "text to train on, for every config")
     _add_field_flags(compare)
     compare.set_defaults(handler=run_compare)
 
@@ -300,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _whole_number(text: str) -> int:
     return parse_value("--tokens", int, text)
+
+
+def _add_data_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """`--data`: a short name for the field data.source."""
+    parser.add_argument(
+        "--data", dest="data.source", default=argparse.SUPPRESS, metavar="PATH_OR_URL",
+        help=help_text,
+    )  # fmt: skip
 
 
 def _add_field_flags(

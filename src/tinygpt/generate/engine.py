@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from torch import Tensor
+
 from tinygpt.data.chat_format import EOS
 from tinygpt.errors import DataError
 from tinygpt.generate.decode import beam_search, sample_tokens
@@ -136,18 +138,7 @@ def _pieces(
     held = _StopMatcher(settings.stop)
     stream.finish_reason = "length"
     may_stop = True
-    for next_ids in sample_tokens(
-        model,
-        [prompt_ids],
-        settings.max_new_tokens,
-        settings.temperature,
-        settings.top_k,
-        settings.top_p,
-        settings.repetition_penalty,
-        settings.seed,
-        suppressed_until=(settings.min_new_tokens, sorted(stop_ids)),
-        vocab_size=tokenizer.vocab_size,
-    ):
+    for next_ids in _sample(model, tokenizer, [prompt_ids], settings, stop_ids):
         token = int(next_ids[0])
         stream.completion_tokens += 1
         may_stop = stream.completion_tokens > settings.min_new_tokens
@@ -193,6 +184,28 @@ def _beam_pieces(
     if stopped:
         stream.finish_reason = "stop"
     yield from filter(None, [piece, "" if stopped else held.release()])
+
+
+def _sample(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompts: list[list[int]],
+    settings: GenerationSettings,
+    stop_ids: set[int],
+) -> Iterator[Tensor]:
+    """The next token of every prompt, step by step, as `settings` asks."""
+    return sample_tokens(
+        model,
+        prompts,
+        settings.max_new_tokens,
+        settings.temperature,
+        settings.top_k,
+        settings.top_p,
+        settings.repetition_penalty,
+        settings.seed,
+        suppressed_until=(settings.min_new_tokens, sorted(stop_ids)),
+        vocab_size=tokenizer.vocab_size,
+    )
 
 
 class _StopMatcher:
@@ -249,18 +262,7 @@ def generate_batch(
     rows = [
         _Row(StreamDecoder(tokenizer), _StopMatcher(settings.stop), len(ids)) for ids in encoded
     ]
-    for next_ids in sample_tokens(
-        model,
-        encoded,
-        settings.max_new_tokens,
-        settings.temperature,
-        settings.top_k,
-        settings.top_p,
-        settings.repetition_penalty,
-        settings.seed,
-        suppressed_until=(settings.min_new_tokens, sorted(stop_ids)),
-        vocab_size=tokenizer.vocab_size,
-    ):
+    for next_ids in _sample(model, tokenizer, encoded, settings, stop_ids):
         for row, token in zip(rows, next_ids.tolist(), strict=True):
             row.push(token, stop_ids, settings.min_new_tokens)
         if all(row.finish_reason for row in rows):
