@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from tinygpt.cli import main
 from tinygpt.generate.decode import sample_tokens
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
@@ -28,21 +28,6 @@ VARIANTS = {
     "llama-mqa-ffn-hidden": {**LLAMA, "n_kv_head": 1, "ffn_hidden": 40},
 }
 SUPPORTED_FRAGMENT = "supported: the GPT-2 block"
-
-
-def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    lines = [line for line in err.splitlines() if line.startswith("tinygpt: error:")]
-    assert code == 2, err
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def export(capsys, run_dir: Path, out: Path) -> Path:

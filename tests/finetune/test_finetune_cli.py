@@ -2,27 +2,11 @@ import json
 import re
 
 import pytest
-
-from tinygpt.cli import main
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_helpers import assert_one_line_error, run_cli
 
 
 def field_flags(fields: dict[str, str]) -> list[str]:
     return [part for name, value in fields.items() for part in (f"--{name}", value)]
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("tinygpt: error:")]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def test_finetune_then_sample_and_eval_the_new_run(

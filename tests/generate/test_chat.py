@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import DAILYDIALOG, TINY_DIALOG
 
 from tinygpt.cli import main
 from tinygpt.config import ModelConfig
@@ -20,16 +21,6 @@ from tinygpt.generate.chat import (
 from tinygpt.generate.engine import GenerationSettings
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.char import CharTokenizer
-
-DAILYDIALOG = (
-    Path(__file__).resolve().parents[3] / "shared/data/dailydialog/validation/"
-    "dialogues_validation.txt"
-)
-TINY_DIALOG = [
-    "--format", "dialog", "--max_documents", "150", "--block_size", "64", "--n_layer", "2",
-    "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--eval_iters", "2",
-    "--max_iters", "20", "--eval_interval", "10", "--log_interval", "10",
-]  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="module")

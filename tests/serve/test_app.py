@@ -8,28 +8,19 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 import torch
+from cli_helpers import DAILYDIALOG, TINY_DIALOG
 
 from tinygpt.cli import main
 from tinygpt.errors import ConfigError
 from tinygpt.serve.app import bind_socket, create_app, make_server, url_of
 from tinygpt.train.checkpoint import load_model_from_run
 
-DAILYDIALOG = (
-    Path(__file__).resolve().parents[3] / "shared/data/dailydialog/validation/"
-    "dialogues_validation.txt"
-)
-TINY_DIALOG = [
-    "--format", "dialog", "--max_documents", "150", "--block_size", "64", "--n_layer", "2",
-    "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--eval_iters", "2",
-    "--max_iters", "20", "--eval_interval", "10", "--log_interval", "10",
-]  # fmt: skip
 MODEL = "tiny-chat"
 BLOCK_SIZE = 64
 HELLO = [{"role": "user", "content": "Hello!"}]
