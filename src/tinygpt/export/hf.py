@@ -46,6 +46,7 @@ from tinygpt.train.checkpoint import (
     create_run_dir,
     load_model_from_run,
     load_weights_into,
+    read_json_object,
     read_run_config_dict,
     save_checkpoint,
 )
@@ -512,16 +513,8 @@ def import_hf(hf_dir: Path, run_dir: Path) -> ImportResult:
 
 
 def _read_config(hf_dir: Path) -> dict[str, Any]:
-    path = hf_dir / CONFIG_FILE
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{hf_dir} has no {CONFIG_FILE}; give a transformers model") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{path} is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise CheckpointError(f"{path} is not a JSON object")
-    return document
+    what = f"{hf_dir} is not a transformers model directory"
+    return read_json_object(hf_dir / CONFIG_FILE, what)
 
 
 def _read_tensors(hf_dir: Path) -> dict[str, Tensor]:
@@ -529,7 +522,7 @@ def _read_tensors(hf_dir: Path) -> dict[str, Tensor]:
     if (hf_dir / WEIGHTS_FILE).is_file():
         paths = [hf_dir / WEIGHTS_FILE]
     elif (hf_dir / WEIGHTS_INDEX).is_file():
-        index = _read_json_file(hf_dir / WEIGHTS_INDEX)
+        index = read_json_object(hf_dir / WEIGHTS_INDEX, f"{hf_dir}'s weight index is unreadable")
         paths = [hf_dir / name for name in sorted(set(index.get("weight_map", {}).values()))]
     else:
         raise CheckpointError(
@@ -543,14 +536,6 @@ def _read_tensors(hf_dir: Path) -> dict[str, Tensor]:
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{path} cannot be read: {err}") from None
     return {_canonical_name(name): tensor for name, tensor in tensors.items()}
-
-
-def _read_json_file(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not readable JSON ({err})") from None
-    return document if isinstance(document, dict) else {}
 
 
 def _canonical_name(name: str) -> str:

@@ -86,7 +86,7 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
     """The run's run.json; a clear error if `run_dir` is not a tinygpt run."""
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist; give the --out of a run")
-    info = _read_json(run_dir / "run.json", what=f"{run_dir} is not a tinygpt run directory")
+    info = read_json_object(run_dir / "run.json", what=f"{run_dir} is not a tinygpt run directory")
     if info.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{run_dir} is not a tinygpt run directory (run.json is foreign)")
     if info.get("version") != FORMAT_VERSION:
@@ -99,10 +99,10 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
 
 def read_run_config_dict(run_dir: Path) -> dict[str, Any]:
     read_run_info(run_dir)
-    return _read_json(run_dir / "config.json", what=f"{run_dir} has no readable config.json")
+    return read_json_object(run_dir / "config.json", what=f"{run_dir} has no readable config.json")
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -218,7 +218,7 @@ def load_checkpoint(
         hint = "it has no checkpoint yet" if which in POINTERS else f"there is no {which}"
         raise CheckpointError(f"cannot load checkpoint {which!r} of {run_dir}: {hint}")
     directory = directory.resolve()
-    meta = _read_json(directory / META_FILE, what=f"checkpoint {directory} is incomplete")
+    meta = read_json_object(directory / META_FILE, what=f"checkpoint {directory} is incomplete")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{directory} is not a tinygpt checkpoint")
     model_bytes = _read_verified(directory, MODEL_FILE, meta)
