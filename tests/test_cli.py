@@ -94,6 +94,8 @@ def test_train_then_sample_with_the_same_seed_gives_the_same_text(capsys, traine
     assert code == 0 and first.startswith("ROMEO:") and len(first) == len("ROMEO:") + 40 + 1
     assert run_cli(capsys, *args)[1] == first
     assert run_cli(capsys, *args[:-1], "8")[1] != first
+    exact = run_cli(capsys, *args, "--precision", "float32")[1]  # float16 weights by default
+    assert len(exact) == len(first) and run_cli(capsys, *args, "--precision", "float32")[1] == exact
 
 
 def test_sampling_past_the_context_slides_the_window(capsys, trained_run):

@@ -4,6 +4,7 @@ one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import logging
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from tinygpt.config import (
+    DecodingPrecision,
     RunConfig,
     all_fields,
     apply_overrides,
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--length-penalty", type=float, default=1.0, help="beam search")
     sample.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
     sample.add_argument("--device", default="auto")
+    _add_precision_flag(sample)
     sample.set_defaults(handler=run_sample)
 
     chat = commands.add_parser(
@@ -133,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, help="same seed, same replies")
     chat.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
     chat.add_argument("--device", default="auto")
+    _add_precision_flag(chat)
     chat.set_defaults(handler=run_chat)
 
     serve = commands.add_parser(
@@ -151,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-name", dest="model_name", help="the model id clients use (default: RUN_DIR's name)"
     )
+    _add_precision_flag(serve)
     serve.set_defaults(handler=run_serve)
 
     plot = commands.add_parser("plot", help="draw a run's loss curves to a PNG")
@@ -298,6 +303,16 @@ def _add_data_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
     )  # fmt: skip
 
 
+def _add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=typing.get_args(DecodingPrecision),
+        help="weights read while decoding: float16 reads half the bytes (1.8x faster for "
+        "tinystories-small on a CPU) and moves logits by ~1e-2; float32 is exact; auto: "
+        "float16 when the model's weights exceed 16 MiB (default: the run's sample.precision)",
+    )
+
+
 def _add_field_flags(
     parser: argparse.ArgumentParser,
     sections: tuple[str, ...] = ("model", "data", "train", "sample"),
@@ -412,20 +427,20 @@ def _describe_trainer(trainer: Any) -> None:
     )
 
 
-def run_sample(args: argparse.Namespace) -> int:
-    import dataclasses
+# `tinygpt sample` flags that override the run's sample section
+SAMPLE_FLAGS = (
+    "prompt", "max_new_tokens", "temperature", "top_k", "top_p", "sample_seed", "precision"
+)  # fmt: skip
 
+
+def run_sample(args: argparse.Namespace) -> int:
     from tinygpt.generate.engine import GenerationSettings, stream_text
     from tinygpt.runtime import resolve_device
     from tinygpt.train.checkpoint import load_model_from_run
 
     device = resolve_device(args.device)
     model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
-    chosen = {
-        name: value
-        for name in ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "sample_seed")
-        if (value := getattr(args, name)) is not None
-    }
+    chosen = {name: value for name in SAMPLE_FLAGS if (value := getattr(args, name)) is not None}
     sample = dataclasses.replace(config.sample, **chosen)  # validated like any config value
     settings = GenerationSettings(
         max_new_tokens=sample.max_new_tokens,
@@ -438,6 +453,7 @@ def run_sample(args: argparse.Namespace) -> int:
         seed=sample.sample_seed,
         num_beams=args.num_beams,
         length_penalty=args.length_penalty,
+        precision=sample.precision,
     )
     pieces = stream_text(model, tokenizer, sample.prompt, settings)
     first = next(pieces, "")  # encode the prompt (and refuse a bad one) before printing it
@@ -465,6 +481,7 @@ def run_chat(args: argparse.Namespace) -> int:
         top_k=_chosen(args.top_k, sample.top_k),
         top_p=_chosen(args.top_p, sample.top_p),
         seed=args.seed,
+        precision=_chosen(args.precision, sample.precision),
     )
     session = ChatSession(model, tokenizer, settings)
     if config.data.format != "dialog":
@@ -491,6 +508,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    if args.precision is not None:
+        config = dataclasses.replace(
+            config, sample=dataclasses.replace(config.sample, precision=args.precision)
+        )
     name = args.model_name or args.run_dir.resolve().name
     sock = bind_socket(args.host, args.port)
     url = url_of(sock)

@@ -219,6 +219,10 @@ class TrainConfig:
             )
 
 
+# the dtype of the weights decoding steps read (tinygpt.model.linear)
+DecodingPrecision = Literal["auto", "float16", "float32"]
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     """Defaults for `tinygpt sample` and the sample printed after training."""
@@ -229,6 +233,8 @@ class SampleConfig:
     top_k: int = 200  # 0: no top-k filter
     top_p: float = 1.0  # 1.0: no nucleus filter
     sample_seed: int = 1337  # same seed, same text
+    # weights decoding reads: float16 (faster for big models), float32 (exact), auto: by size
+    precision: DecodingPrecision = "auto"
 
     def __post_init__(self) -> None:
         _check_non_negative(self, "max_new_tokens", "temperature", "top_k")

@@ -206,6 +206,7 @@ def generate_replies(
         # `</s>` is one id for tokenizers that reserve it and plain text for the others; a model
         # that skips it and opens the next turn has finished its reply too
         stop=(EOS, BOS),
+        precision="float32",  # evaluation scores the model itself, not a faster approximation
     )
     replies: list[Reply] = []
     dialogs = 0

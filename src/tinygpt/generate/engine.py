@@ -17,6 +17,7 @@ from tinygpt.data.chat_format import EOS
 from tinygpt.errors import DataError
 from tinygpt.generate.decode import beam_search, sample_tokens
 from tinygpt.model.gpt import GPT
+from tinygpt.model.linear import PRECISIONS, decoding_dtype
 from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
 
 FinishReason = Literal["stop", "length"]
@@ -37,6 +38,10 @@ class GenerationSettings:
     seed: int | None = None  # same seed, same output
     num_beams: int = 1  # > 1: beam search (deterministic; temperature/top-k/top-p unused)
     length_penalty: float = 1.0  # beam search: score = log p / length ** length_penalty
+    # weights read by decoding steps: float16 halves the bytes (faster for a model whose
+    # weights do not fit in the CPU's caches) and moves logits by ~1e-2; float32 is exact;
+    # auto picks by the model's size (see tinygpt.model.linear)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0 or self.min_new_tokens < 0:
@@ -58,6 +63,8 @@ class GenerationSettings:
             raise DataError(f"num_beams={self.num_beams} must be at least 1")
         if any(not text for text in self.stop):
             raise DataError("a stop string is empty; give non-empty text")
+        if self.precision not in PRECISIONS:
+            raise DataError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -175,6 +182,7 @@ def _beam_pieces(
         settings.length_penalty,
         settings.min_new_tokens,
         vocab_size=tokenizer.vocab_size,
+        precision=decoding_dtype(settings.precision, model),
     )
     stream.completion_tokens = len(new_ids)
     stream.finish_reason = "length" if len(new_ids) == settings.max_new_tokens else "stop"
@@ -205,6 +213,7 @@ def _sample(
         settings.seed,
         suppressed_until=(settings.min_new_tokens, sorted(stop_ids)),
         vocab_size=tokenizer.vocab_size,
+        precision=decoding_dtype(settings.precision, model),
     )
 
 

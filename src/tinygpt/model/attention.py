@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from tinygpt.config import ModelConfig
 from tinygpt.model.dropout import Dropout, dropout
 from tinygpt.model.kv_cache import LayerCache
+from tinygpt.model.linear import Linear
 from tinygpt.model.rope import RotaryEmbedding
 
 
@@ -34,13 +35,13 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         kv_width = self.n_kv_head * self.head_dim
         self.split_sizes = [config.n_embd, kv_width, kv_width, *extra_width]
-        self.qkv = nn.Linear(config.n_embd, sum(self.split_sizes), bias=config.bias)
+        self.qkv = Linear(config.n_embd, sum(self.split_sizes), bias=config.bias)
         self.rope = (
             RotaryEmbedding(self.head_dim, config.block_size, config.rope_theta)
             if config.position == "rope"
             else None
         )
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
         self.resid_dropout = Dropout(config.dropout)
 

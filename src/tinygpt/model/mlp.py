@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from tinygpt.config import ModelConfig
 from tinygpt.model.dropout import Dropout
+from tinygpt.model.linear import Linear
 
 
 def gelu(config: ModelConfig) -> nn.GELU:
@@ -20,9 +21,9 @@ class GatedMLP(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.n_embd, 2 * config.ffn_width, bias=config.bias)
+        self.fc = Linear(config.n_embd, 2 * config.ffn_width, bias=config.bias)
         self.act = nn.SiLU() if config.ffn == "swiglu" else gelu(config)
-        self.proj = nn.Linear(config.ffn_width, config.n_embd, bias=config.bias)
+        self.proj = Linear(config.ffn_width, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
         self.dropout = Dropout(config.dropout)
 
@@ -46,9 +47,9 @@ class MLP(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.n_embd, config.ffn_width, bias=config.bias)
+        self.fc = Linear(config.n_embd, config.ffn_width, bias=config.bias)
         self.act = gelu(config)
-        self.proj = nn.Linear(config.ffn_width, config.n_embd, bias=config.bias)
+        self.proj = Linear(config.ffn_width, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
         self.dropout = Dropout(config.dropout)
 

@@ -147,6 +147,7 @@ def create_app(
             repetition_penalty=_given(body.repetition_penalty, 1.0),
             stop=stops,
             seed=body.seed,
+            precision=sample.precision,
         )
 
     @app.post("/v1/completions")
