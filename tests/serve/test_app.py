@@ -1,9 +1,10 @@
-"""The server, end to end: uvicorn in a background thread, the official `openai` client and httpx.
-
-The chat page is checked as HTML only: no browser can be installed here to run its script.
+"""The server, end to end: uvicorn in a background thread, the official `openai` client and httpx,
+and the chat page in headless Chromium (Playwright driving Debian's `chromium`, when installed).
 """
 
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -231,6 +232,73 @@ def test_the_chat_page_is_self_contained(server: str):
     page = response.text
     assert "v1/chat/completions" in page and "getReader()" in page
     assert "<script src" not in page and "https://" not in page  # no CDN
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (`apt-get install chromium`); CI installs it and sets
+    TINYGPT_BROWSER_TESTS=required, so there a missing browser fails instead of skipping."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("TINYGPT_BROWSER_TESTS") == "required":
+            pytest.fail("TINYGPT_BROWSER_TESTS=required but no chromium is on PATH")
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    return path
+
+
+# the closed network refuses Chromium's background connections; these flags stop it trying
+CHROMIUM_FLAGS = [
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+# every text the reply shows while it streams, recorded in the page
+RECORD_REPLY = """() => {
+  window.replyStates = [];
+  new MutationObserver(() => {
+    const bot = document.querySelector(".turn.bot");
+    if (bot) window.replyStates.push(bot.textContent);
+  }).observe(document.getElementById("log"),
+             {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_the_chat_page_streams_a_reply_in_headless_chromium(client: openai.OpenAI, server: str):
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    greedy = client.chat.completions.create(
+        model=MODEL, messages=HELLO, temperature=0, max_tokens=20
+    )
+    expected = greedy.choices[0].message.content
+    assert expected
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(server)
+            page.wait_for_function(f"document.getElementById('model').textContent === '{MODEL}'")
+            page.fill("#temperature", "0")
+            page.fill("#max_tokens", "20")
+            page.evaluate(RECORD_REPLY)
+            Slowdown.seconds = 0.01  # tokens arrive apart, as from a bigger model
+            try:
+                page.fill("#message", "Hello!")
+                page.click("#send")
+                page.wait_for_function("!document.getElementById('send').disabled", timeout=60_000)
+            finally:
+                Slowdown.seconds = 0.0
+            shown = page.text_content(".turn.bot")
+            user_turn = page.text_content(".turn.user")
+            states = [s for s in page.evaluate("window.replyStates") if s]
+        finally:
+            browser.close()
+    assert user_turn == "Hello!"
+    assert shown == expected  # the page sends what the API gets and joins the stream right
+    assert len(set(states)) >= 2 and all(expected.startswith(s) for s in states)  # it streamed
 
 
 def test_unknown_paths_answer_in_the_error_shape(server: str):
