@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from tinygpt.data.prepare import prepare_dataset
 from tinygpt.errors import DataError
-from tinygpt.finetune.loop import Finetuner, FinetuneResult, start_finetune
+from tinygpt.finetune.loop import Finetuner, start_finetune
 from tinygpt.finetune.lora import (
     ADAPTER_CONFIG,
     ADAPTER_DIR,
@@ -18,7 +18,7 @@ from tinygpt.finetune.lora import (
     apply_adapter,
 )
 from tinygpt.train.checkpoint import load_model_from_run
-from tinygpt.train.loop import read_metrics
+from tinygpt.train.loop import TrainResult, read_metrics
 
 SETTINGS = LoraSettings(r=4, alpha=8.0, targets=("qkv", "proj", "lm_head"), dropout=0.0)
 
@@ -26,7 +26,7 @@ SETTINGS = LoraSettings(r=4, alpha=8.0, targets=("qkv", "proj", "lm_head"), drop
 @dataclass
 class Finetuned:
     finetuner: Finetuner
-    result: FinetuneResult
+    result: TrainResult
     base_state: dict[str, torch.Tensor]  # the base run's weights, loaded before fine-tuning
     base_file_sha256: str
 

@@ -1,10 +1,8 @@
 """LoRA fine-tuning of a trained run into a new run directory.
 
-A compact loop of its own rather than `train.loop.Trainer`, which builds its GPT from the config
-and so cannot take a peft-wrapped one. It reuses the project's parts: `build_optimizer` (AdamW,
-here over the LoRA tensors only, the only ones with requires_grad), `learning_rate_at`,
-`BatchSampler` and its fixed evaluation batches, `model.loss`, the runtime's autocast, atomic
-checkpoints and metrics.jsonl.
+`Finetuner` is `train.loop.Trainer` given a peft-wrapped GPT: the same steps, schedule, fixed
+evaluation batches, early stopping, Ctrl-C handling and metrics.jsonl, with AdamW over the LoRA
+tensors only (the only ones with requires_grad). Its checkpoints hold the merged model.
 
 The new run is a normal tinygpt run, so `sample`, `chat`, `eval` and export read it unchanged:
 
@@ -24,23 +22,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import Tensor, nn
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+from torch import nn
 
 from tinygpt.atomic_files import fsync_directory
-from tinygpt.config import RunConfig, TrainConfig, all_fields, apply_overrides, config_from_dict
-from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_loss_mask, open_tokens
+from tinygpt.config import RunConfig, all_fields, apply_overrides, config_from_dict
 from tinygpt.data.prepare import PreparedData, load_prepared
 from tinygpt.errors import CheckpointError, ConfigError, DataError
 from tinygpt.finetune.data import prepare_with_tokenizer
@@ -55,7 +44,7 @@ from tinygpt.finetune.lora import (
     save_adapter,
 )
 from tinygpt.model.gpt import GPT
-from tinygpt.runtime import Runtime, seed_everything, setup_runtime
+from tinygpt.runtime import seed_everything, setup_runtime
 from tinygpt.train.checkpoint import (
     META_FILE,
     MODEL_FILE,
@@ -65,9 +54,8 @@ from tinygpt.train.checkpoint import (
     save_checkpoint,
     sha256_of,
 )
-from tinygpt.train.loop import EVAL_TOKENS_PER_FORWARD, MetricsLog, Progress, stop_requests
-from tinygpt.train.optim import build_optimizer, set_learning_rate
-from tinygpt.train.schedule import learning_rate_at
+from tinygpt.train.loop import Trainer, steps_for_epochs
+from tinygpt.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +64,14 @@ TOKENIZER_FIELDS = ("tokenizer", "tokenizer_vocab_size", "gpt2_bpe_dir", "unknow
 SCHEDULE_LENGTH_FIELDS = ("lr_decay_iters", "restart_iters")  # 0: over the run's max_iters
 
 
-@dataclass(frozen=True)
-class FinetuneResult:
-    run_dir: Path
-    step: int
-    best_val_loss: float
-    stop_reason: str  # "completed", "early_stopping", "interrupted"
+class Finetuner(Trainer):
+    """Trains the adapters of a peft-wrapped GPT. Build it with `start_finetune`.
 
+    The Trainer's loop (steps, evaluation on fixed batches, early stopping, Ctrl-C, metrics)
+    over a model whose only trainable tensors are the LoRA ones; what differs is what a
+    checkpoint holds (see `save`)."""
 
-class Finetuner:
-    """Trains the adapters of a peft-wrapped GPT. Build it with `start_finetune`."""
+    progress_label = "finetune"
 
     def __init__(
         self,
@@ -95,204 +81,45 @@ class Finetuner:
         model: GPT,
         settings: LoraSettings,
         adapted: list[str],
-        runtime: Runtime,
         base_info: dict[str, Any],
     ) -> None:
-        self.config = config  # of the new run: the merged model's shape, the new data
-        self.run_dir = run_dir
-        self.model = model  # the base GPT with LoRA layers injected; only they train
         self.settings = settings
         self.adapted = adapted
-        self.runtime = runtime
         self.base_info = base_info
-        train = config.train
-        self.optimizer = build_optimizer(model, train, runtime.device_type)
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.scaler = torch.amp.GradScaler(runtime.device_type, enabled=runtime.uses_grad_scaler)
-        self.train_tokens = open_tokens(prepared.train_path, prepared.dtype)
-        self.val_tokens = open_tokens(prepared.val_path, prepared.dtype)
-        self.loss_masks = _loss_masks(train, prepared)
-        block = config.model.block_size
-        self.sampler = BatchSampler(
-            self.train_tokens, block, train.batch_size, train.seed, self.loss_masks["train"]
-        )
-        self.progress = Progress()
-        self.tokens_per_step = train.batch_size * block * train.gradient_accumulation_steps
+        # config: of the new run (the merged model's shape, the new data)
+        super().__init__(config, run_dir, prepared, model=model)
+        # frozen weights need no weight gradient: 4 FLOPs per weight and token, not 6
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad and p.dim() > 1)
+        self.flops_per_token -= 2.0 * frozen
 
     def parameter_summary(self) -> str:
         """`trainable 12,288 of 812,000 parameters (1.51%): LoRA r=8 on 4 modules`"""
         modules = len(self.adapted)
         return f"{describe_parameters(self.model)}: LoRA r={self.settings.r} on {modules} modules"
 
-    # -- one optimisation step ----------------------------------------------------------------
-
-    def train_step(self) -> Tensor:
-        cfg = self.config.train
-        self.model.train()
-        set_learning_rate(self.optimizer, learning_rate_at(self.progress.step, cfg))
-        total = torch.zeros((), device=self.runtime.device)
-        for _ in range(cfg.gradient_accumulation_steps):
-            x, y = (t.to(self.runtime.device) for t in self.sampler.next_batch())
-            with self.runtime.autocast():
-                loss = self.model.loss(x, y, cfg.label_smoothing)
-            loss = loss / cfg.gradient_accumulation_steps
-            self.scaler.scale(loss).backward()
-            total += loss.detach()
-        if cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.progress.step += 1
-        self.progress.tokens_seen += self.tokens_per_step
-        return total
-
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Mean cross-entropy over the same fixed sequences of each split at every evaluation
-        (as `Trainer.evaluate`), so successive values differ only because the adapter did."""
-        cfg, block = self.config.train, self.config.model.block_size
-        sequences = cfg.eval_iters * cfg.batch_size
-        rows = min(sequences, max(cfg.batch_size, EVAL_TOKENS_PER_FORWARD // block))
-        forwards = math.ceil(sequences / rows)
-        self.model.eval()
-        losses = {}
-        for split, tokens in (("train", self.train_tokens), ("val", self.val_tokens)):
-            total = torch.zeros((), device=self.runtime.device)
-            mask = self.loss_masks[split]
-            for x, y in fixed_eval_batches(tokens, block, rows, forwards, cfg.seed + 1, mask):
-                with self.runtime.autocast():
-                    total += self.model.loss(x.to(self.runtime.device), y.to(self.runtime.device))
-            losses[split] = total.item() / forwards
-        return losses
-
-    # -- saving -------------------------------------------------------------------------------
-
     def save(self, is_best: bool = False) -> Path:
         """The merged model as this step's checkpoint; the adapter alone too when it is the
         best so far, so adapter/ always matches checkpoints/best."""
         merged = merged_model(self.model, self.config.model)
-        extra = {"val_loss": _finite_or_none(self.progress.best_val_loss), "lora": True}
+        extra = {**self.checkpoint_extra(), "lora": True}
         path = save_checkpoint(
-            self.run_dir, self.progress.step, merged, self._train_state(merged), extra, is_best
-        )
+            self.run_dir, self.progress.step, merged, self._merged_train_state(merged), extra,
+            is_best,
+        )  # fmt: skip
         if is_best:
             info = {**self.base_info, "step": self.progress.step, "val_loss": extra["val_loss"]}
             save_adapter(self.run_dir, self.model, self.settings, self.adapted, info)
         return path
 
-    def _train_state(self, merged: nn.Module) -> dict[str, Any]:
-        """The keys `Trainer.load_train_state` reads, with a fresh optimizer for the merged
-        model (a resume trains it in full), plus the adapter and its own optimizer state."""
+    def _merged_train_state(self, merged: nn.Module) -> dict[str, Any]:
+        """The Trainer's state with a fresh optimizer for the merged model (`tinygpt train
+        --resume` trains it in full), plus the adapter and the adapter's optimizer state."""
+        state = self.train_state()
+        state["adapter_optimizer"] = state["optimizer"]
+        state["adapter"] = adapter_state_dict(self.model)
         full_optimizer = build_optimizer(merged, self.config.train, self.runtime.device_type)
-        state: dict[str, Any] = {
-            "progress": dataclasses.asdict(self.progress),
-            "optimizer": full_optimizer.state_dict(),
-            "grad_scaler": self.scaler.state_dict(),
-            "rng_torch": torch.get_rng_state(),
-            "sampler": self.sampler.get_state(),
-            "adapter": adapter_state_dict(self.model),
-            "adapter_optimizer": self.optimizer.state_dict(),
-        }
-        if self.runtime.device_type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(self.runtime.device)
+        state["optimizer"] = full_optimizer.state_dict()
         return state
-
-    # -- the loop -----------------------------------------------------------------------------
-
-    def fit(self) -> FinetuneResult:
-        """Train until max_iters, early stopping, or Ctrl-C/SIGTERM (merged model saved)."""
-        cfg = self.config.train
-        metrics = MetricsLog(self.run_dir / "metrics.jsonl")
-        self._evaluate_and_save(metrics)  # step 0: the base model on the new data
-        reason = "completed"
-        window_start, window_step = time.perf_counter(), 0
-        bar = tqdm(
-            total=cfg.max_iters,
-            desc="finetune",
-            unit="step",
-            disable=not sys.stderr.isatty(),
-            dynamic_ncols=True,
-            leave=False,
-        )
-        with bar, stop_requests() as stop, logging_redirect_tqdm():
-            while self.progress.step < cfg.max_iters:
-                if stop.requested:
-                    reason = "interrupted"
-                    break
-                step_start = time.perf_counter()
-                loss = self.train_step()
-                self.progress.train_seconds += time.perf_counter() - step_start
-                bar.update(1)
-                step = self.progress.step
-                if step % cfg.log_interval == 0 or step == cfg.max_iters:
-                    elapsed = time.perf_counter() - window_start
-                    rate = (step - window_step) * self.tokens_per_step / elapsed
-                    self._log_train(metrics, loss.item(), rate)
-                    bar.set_postfix_str(f"loss {loss.item():.4f}")
-                    window_start, window_step = time.perf_counter(), step
-                if step % cfg.eval_interval == 0 or step == cfg.max_iters:
-                    if self._evaluate_and_save(metrics):
-                        reason = "early_stopping"
-                        break
-                    window_start, window_step = time.perf_counter(), step
-        if reason == "interrupted":
-            self.save()
-        return FinetuneResult(self.run_dir, self.progress.step, self.progress.best_val_loss, reason)
-
-    def _log_train(self, metrics: MetricsLog, loss: float, tokens_per_second: float) -> None:
-        lr = self.optimizer.param_groups[0]["lr"]
-        metrics.append(
-            {
-                "kind": "train",
-                "step": self.progress.step,
-                "loss": loss,
-                "lr": lr,
-                "tokens_per_second": tokens_per_second,
-            }
-        )
-        log.info(
-            "step %d | loss %.4f | lr %.1e | %.1fk tok/s",
-            self.progress.step,
-            loss,
-            lr,
-            tokens_per_second / 1000,
-        )
-
-    def _evaluate_and_save(self, metrics: MetricsLog) -> bool:
-        """Evaluate, checkpoint, and return True when early stopping says to stop."""
-        losses = self.evaluate()
-        progress = self.progress
-        is_best = losses["val"] < progress.best_val_loss
-        if is_best:
-            progress.best_val_loss = losses["val"]
-            progress.evals_since_best = 0
-        else:
-            progress.evals_since_best += 1
-        self.save(is_best=is_best)
-        val_ppl = math.exp(min(losses["val"], 50.0))
-        metrics.append(
-            {
-                "kind": "eval",
-                "step": progress.step,
-                "train_loss": losses["train"],
-                "val_loss": losses["val"],
-                "val_ppl": val_ppl,
-                "tokens_seen": progress.tokens_seen,
-                "train_seconds": progress.train_seconds,
-            }
-        )
-        log.info(
-            "step %d | train %.4f | val %.4f | ppl %.2f%s",
-            progress.step,
-            losses["train"],
-            losses["val"],
-            val_ppl,
-            " | best" if is_best else "",
-        )
-        patience = self.config.train.patience
-        return bool(patience) and progress.evals_since_best >= patience
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,7 +165,7 @@ def start_finetune(
         model=merged_model_config(config.model, adapted),
         # the prepared tokens, so `tinygpt eval` and `train --resume` find ids of this tokenizer
         data=dataclasses.replace(config.data, source=str(data_dir.resolve())),
-        train=_steps_for_epochs(config, prepared.train_tokens),
+        train=steps_for_epochs(config, prepared.train_tokens),
     )
     _check_split_sizes(prepared, config, data_source)
     base_info = _base_identity(base_run, checkpoint)
@@ -366,7 +193,7 @@ def start_finetune(
 
     seed_everything(config.train.seed)  # the A matrices start from a seeded draw
     add_lora(model, settings)
-    return Finetuner(config, run_dir, prepared, model, settings, adapted, runtime, base_info)
+    return Finetuner(config, run_dir, prepared, model, settings, adapted, base_info)
 
 
 def _check_overrides(overrides: dict[str, Any]) -> None:
@@ -401,17 +228,6 @@ def _base_identity(base_run: Path, checkpoint: str) -> dict[str, Any]:
     }
 
 
-def _steps_for_epochs(config: RunConfig, train_tokens: int) -> TrainConfig:
-    """With `epochs` set, max_iters reads the new train split that many times (as training)."""
-    train = config.train
-    if not train.epochs:
-        return train
-    tokens_per_step = train.batch_size * config.model.block_size * train.gradient_accumulation_steps
-    return dataclasses.replace(
-        train, max_iters=max(1, math.ceil(train.epochs * train_tokens / tokens_per_step))
-    )
-
-
 def _check_split_sizes(prepared: PreparedData, config: RunConfig, data_source: str) -> None:
     """The checks the sampler would make, made before the new run directory is created."""
     block = config.model.block_size
@@ -426,13 +242,3 @@ def _check_split_sizes(prepared: PreparedData, config: RunConfig, data_source: s
             "loss_on=bot needs dialog data: fine-tune on a dialog source with --format dialog, "
             "or --loss_on all"
         )
-
-
-def _loss_masks(train: TrainConfig, prepared: PreparedData) -> dict[str, np.ndarray | None]:
-    if train.loss_on == "all":
-        return {"train": None, "val": None}
-    return {split: open_loss_mask(prepared.mask_path(split)) for split in ("train", "val")}
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

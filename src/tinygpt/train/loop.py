@@ -82,7 +82,11 @@ class Trainer:
     """Owns the model, optimizer and data of one run. Build it with `start_run`/`resume_run`.
 
     `model` is always the plain GPT (what checkpoints hold); under torchrun `wrapped` is its
-    DDP or FSDP wrapper, through which training and evaluation run."""
+    DDP or FSDP wrapper, through which training and evaluation run. A caller may pass a `model`
+    it built itself (fine-tuning passes one with LoRA layers injected); by default it is a
+    fresh GPT of `config.model`. Only parameters with requires_grad are optimized."""
+
+    progress_label = "train"  # the progress bar's name
 
     def __init__(
         self,
@@ -91,13 +95,14 @@ class Trainer:
         prepared: PreparedData,
         context: DistributedContext = SINGLE_PROCESS,
         model_state: dict[str, Tensor] | None = None,
+        model: GPT | None = None,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.context = context
         self.runtime: Runtime = distributed.on_local_device(setup_runtime(config.train), context)
         seed_everything(config.train.seed)
-        self.model = GPT(config.model)
+        self.model = model if model is not None else GPT(config.model)
         if model_state is not None:  # before FSDP turns the parameters into shards
             load_weights_into(self.model, model_state)
         self.model.gradient_checkpointing = config.train.gradient_checkpointing
@@ -193,10 +198,14 @@ class Trainer:
             seed = self.config.train.seed
             torch.manual_seed(distributed.seed_for_rank(seed, rank, self.progress.step))
 
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What meta.json records besides the files: the best val loss so far."""
+        return {"val_loss": _finite_or_none(self.progress.best_val_loss)}
+
     def save(self, is_best: bool = False) -> Path | None:
         """Write a checkpoint. Under torchrun every rank must call this (it gathers RNG states
         and FSDP shards); rank 0 alone writes, and the others return None."""
-        extra = {"val_loss": _finite_or_none(self.progress.best_val_loss)}
+        extra = self.checkpoint_extra()
         train_state = self.train_state()
         model: torch.nn.Module = self.model
         if self.context.is_distributed and self.context.mode == "fsdp":
@@ -319,7 +328,7 @@ class Trainer:
         bar = tqdm(
             total=cfg.max_iters,
             initial=self.progress.step,
-            desc="train",
+            desc=self.progress_label,
             unit="step",
             disable=not sys.stderr.isatty() or not self.context.is_main,
             dynamic_ncols=True,
@@ -516,7 +525,7 @@ def start_run(config: RunConfig, run_dir: Path) -> Trainer:
     config = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, vocab_size=vocab_size),
-        train=_steps_for_epochs(config, prepared.train_tokens),
+        train=steps_for_epochs(config, prepared.train_tokens),
     )
     tokenizer_json = prepared.tokenizer_path.read_text(encoding="utf-8")
     distributed.run_on_main(
@@ -564,7 +573,7 @@ def resume_run(run_dir: Path, overrides: dict[str, Any] | None = None) -> Traine
     return trainer
 
 
-def _steps_for_epochs(config: RunConfig, train_tokens: int) -> TrainConfig:
+def steps_for_epochs(config: RunConfig, train_tokens: int) -> TrainConfig:
     """With `epochs` set, max_iters becomes the steps that read the train split that many times
     (seed 000 trains "3 epochs"); the result is saved in config.json, so a resume keeps it."""
     train = config.train
