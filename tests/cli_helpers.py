@@ -9,6 +9,11 @@ DAILYDIALOG = (
     Path(__file__).resolve().parents[2] / "shared/data/dailydialog/validation/"
     "dialogues_validation.txt"
 )
+# a model and run that train in a second on any text
+TINY = [
+    "--block_size", "16", "--n_layer", "2", "--n_head", "2", "--n_embd", "32",
+    "--batch_size", "4", "--eval_iters", "2", "--log_interval", "5",
+]  # fmt: skip
 # a dialog run that trains in seconds
 TINY_DIALOG = [
     "--format", "dialog", "--max_documents", "150", "--block_size", "64", "--n_layer", "2",

@@ -7,26 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import TINY, assert_one_line_error, run_cli
 
 from tinygpt.cli import main
-
-TINY = [
-    "--block_size",
-    "16",
-    "--n_layer",
-    "2",
-    "--n_head",
-    "2",
-    "--n_embd",
-    "32",
-    "--batch_size",
-    "4",
-    "--eval_iters",
-    "2",
-    "--log_interval",
-    "5",
-]
 
 
 @pytest.fixture

@@ -3,33 +3,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import TINY
 
 from tinygpt.cli import main
 
 TINY_BASE = [
-    "--block_size",
-    "16",
-    "--n_layer",
-    "2",
-    "--n_head",
-    "2",
-    "--n_embd",
-    "32",
-    "--batch_size",
-    "4",
-    "--eval_iters",
-    "2",
-    "--log_interval",
-    "5",
-    "--max_iters",
-    "10",
-    "--eval_interval",
-    "5",
-    "--workers",
-    "1",
-    "--threads",
-    "1",  # tiny matmuls on a shared 2-core machine: more threads only wait for each other
-]
+    *TINY, "--max_iters", "10", "--eval_interval", "5", "--workers", "1",
+    "--threads", "1",  # tiny matmuls on a shared 2-core machine: more threads only wait
+]  # fmt: skip
 
 # fast fine-tuning: a few steps at a high rate, no warm-up, preparation in this process
 FINETUNE_FIELDS = {

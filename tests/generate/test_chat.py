@@ -1,9 +1,7 @@
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from cli_helpers import DAILYDIALOG, TINY_DIALOG
 
 from tinygpt.cli import main
@@ -22,15 +20,7 @@ from tinygpt.generate.engine import GenerationSettings
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.char import CharTokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """A tiny model is fastest on one thread; on a busy 2-core machine two threads make every
-    op wait for a core (about 10 ms instead of 10 us)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import torch
 from cli_helpers import DAILYDIALOG, TINY_DIALOG
 
 from tinygpt.cli import main
@@ -27,14 +26,7 @@ BLOCK_SIZE = 64
 HELLO = [{"role": "user", "content": "Hello!"}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """A tiny model is fastest on one thread; on a busy 2-core machine two threads make every
-    op wait for a core (about 10 ms instead of 10 us)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Slowdown:

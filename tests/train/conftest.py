@@ -1,8 +1,11 @@
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from tinygpt.config import RunConfig, apply_overrides
+from tinygpt.train.loop import Trainer, start_run
 
 
 @pytest.fixture
@@ -29,3 +32,21 @@ def tiny_run_config(small_text_file: Path) -> RunConfig:
             "log_interval": 2,
         },
     )
+
+
+@pytest.fixture
+def train_eager_and_compiled() -> Callable[[RunConfig, Path], tuple[Trainer, Trainer]]:
+    """Train a config eagerly and with torch.compile; assert the weights end up equal."""
+
+    def train(config: RunConfig, out: Path) -> tuple[Trainer, Trainer]:
+        eager = start_run(config, out / "eager")
+        eager.fit()
+        compiled = start_run(apply_overrides(config, {"compile": "true"}), out / "compiled")
+        compiled.fit()
+        for (name, a), b in zip(
+            eager.model.state_dict().items(), compiled.model.state_dict().values(), strict=True
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        return eager, compiled
+
+    return train

@@ -105,16 +105,11 @@ def test_bfloat16_training_on_cpu_runs_in_bfloat16(tiny_run_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_training_matches_eager_and_saves_the_plain_module(tiny_run_config, tmp_path):
+def test_compiled_training_matches_eager_and_saves_the_plain_module(
+    tiny_run_config, tmp_path, train_eager_and_compiled
+):
     config = apply_overrides(tiny_run_config, {"dropout": 0.0, "max_iters": 4})
-    eager = start_run(config, tmp_path / "eager")
-    eager.fit()
-    compiled = start_run(apply_overrides(config, {"compile": "true"}), tmp_path / "compiled")
-    compiled.fit()
-    for (name, a), b in zip(
-        eager.model.state_dict().items(), compiled.model.state_dict().values(), strict=True
-    ):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    train_eager_and_compiled(config, tmp_path)
     saved = json.loads((tmp_path / "compiled" / "checkpoints" / "last" / "meta.json").read_text())
     assert saved["step"] == 4
     from tinygpt.train.checkpoint import load_checkpoint

@@ -50,19 +50,14 @@ def test_variant_trains_under_bfloat16_autocast(tiny_run_config, tmp_path, varia
 
 
 @pytest.mark.slow
-def test_compiled_hybrid_with_adaptive_softmax_matches_eager(tiny_run_config, tmp_path):
+def test_compiled_hybrid_with_adaptive_softmax_matches_eager(
+    tiny_run_config, tmp_path, train_eager_and_compiled
+):
     config = apply_overrides(
         tiny_run_config,
         {**VARIANTS["hybrid"], **VARIANTS["adaptive"], "dropout": 0.0, "max_iters": 3},
     )
-    eager = start_run(config, tmp_path / "eager")
-    eager.fit()
-    compiled = start_run(apply_overrides(config, {"compile": "true"}), tmp_path / "compiled")
-    compiled.fit()
-    for (name, a), b in zip(
-        eager.model.state_dict().items(), compiled.model.state_dict().values(), strict=True
-    ):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    train_eager_and_compiled(config, tmp_path)
 
 
 def test_epochs_set_the_steps_that_read_the_train_split_that_many_times(tiny_run_config, tmp_path):
