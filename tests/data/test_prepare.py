@@ -9,7 +9,7 @@ import pytest
 import tinygpt.data.prepare as prepare
 from tinygpt.config import DataConfig
 from tinygpt.data.memmap import open_tokens
-from tinygpt.data.prepare import load_prepared, prepare_dataset
+from tinygpt.data.prepare import PreparedData, load_prepared, prepare_dataset
 from tinygpt.errors import DataError
 from tinygpt.tokenizers.base import load_tokenizer
 from tinygpt.tokenizers.char import CharTokenizer
@@ -153,14 +153,19 @@ def test_val_chars_and_bytes_of_a_document_cut_by_position(tmp_path: Path, cache
     assert load_prepared(prepared.directory) == prepared
 
 
-def test_a_document_encoded_in_pieces_has_no_separator_inside(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.setattr(prepare, "SHARD_TEXT_BYTES", 300)  # about 12 pieces
+def prepare_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, PreparedData]:
+    """160 lines of non-ASCII text prepared in about 12 pieces; the text and the result."""
+    monkeypatch.setattr(prepare, "SHARD_TEXT_BYTES", 300)
     text = "".join(f"line {i}: naïve café ☃\n" for i in range(160))
     path = tmp_path / "long.txt"
     path.write_text(text, encoding="utf-8")
-    prepared = prepare_dataset(DataConfig(source=str(path), workers=1))
+    return text, prepare_dataset(DataConfig(source=str(path), workers=1))
+
+
+def test_a_document_encoded_in_pieces_has_no_separator_inside(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    text, prepared = prepare_in_pieces(tmp_path, monkeypatch)
     tokenizer = load_tokenizer(prepared.tokenizer_path)
     train = tokenizer.decode(open_tokens(prepared.train_path, prepared.dtype))
     val = tokenizer.decode(open_tokens(prepared.val_path, prepared.dtype))
@@ -188,11 +193,7 @@ def test_bpe_ids_of_a_document_in_pieces_are_those_of_the_whole_text(
 def test_val_chars_when_the_cut_falls_inside_one_of_several_pieces(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(prepare, "SHARD_TEXT_BYTES", 300)  # about 12 pieces
-    text = "".join(f"line {i}: naïve café ☃\n" for i in range(160))
-    path = tmp_path / "long.txt"
-    path.write_text(text, encoding="utf-8")
-    prepared = prepare_dataset(DataConfig(source=str(path), workers=1))
+    text, prepared = prepare_in_pieces(tmp_path, monkeypatch)
     val_text = text[prepared.train_tokens :]  # one character per token
     assert prepared.val_chars == prepared.val_tokens == len(val_text)
     assert prepared.val_bytes == len(val_text.encode("utf-8"))

@@ -116,15 +116,21 @@ def test_an_empty_corpus_is_refused(tmp_path: Path):
         prepare_dataset(DataConfig(source=str(path)), cache_dir=tmp_path / "c")
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="ab \n", max_size=300), st.integers(min_value=1, max_value=40))
-def test_pieces_rejoin_to_the_text_and_cut_only_before_a_new_word(text, size):
+def pieces_of(text: str, size: int) -> list[str]:
+    """The pieces `prepare` cuts `text` into when a piece holds about `size` bytes (hypothesis
+    runs many examples per test, so the module constant is set by hand, not by monkeypatch)."""
     original = prepare.SHARD_TEXT_BYTES
     prepare.SHARD_TEXT_BYTES = size
     try:
-        pieces = list(prepare._pieces(text))
+        return list(prepare._pieces(text))
     finally:
         prepare.SHARD_TEXT_BYTES = original
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab \n", max_size=300), st.integers(min_value=1, max_value=40))
+def test_pieces_rejoin_to_the_text_and_cut_only_before_a_new_word(text, size):
+    pieces = pieces_of(text, size)
     assert "".join(pieces) == text
     for piece, following in itertools.pairwise(pieces):
         assert len(piece) >= size and piece.endswith("\n")
@@ -140,11 +146,6 @@ def whitespace_bpe() -> BPETokenizer:
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet="ab \n", max_size=300), st.integers(min_value=1, max_value=40))
 def test_pieces_encode_to_the_bpe_ids_of_the_whole_text(text, size):
-    original = prepare.SHARD_TEXT_BYTES
-    prepare.SHARD_TEXT_BYTES = size
-    try:
-        pieces = list(prepare._pieces(text))
-    finally:
-        prepare.SHARD_TEXT_BYTES = original
+    pieces = pieces_of(text, size)
     tokenizer = whitespace_bpe()
     assert [i for piece in pieces for i in tokenizer.encode(piece)] == tokenizer.encode(text)

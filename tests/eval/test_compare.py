@@ -60,6 +60,17 @@ def mqa_toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def compare_baseline_and_mqa(text: Path, mqa_toml: Path, out: Path) -> Comparison:
+    return run_comparison(
+        ["baby-shakespeare", str(mqa_toml)],
+        {**TINY, "data.source": str(text)},
+        out,
+        seeds=2,
+        budget=Budget(tokens=TOKENS),
+        command="tinygpt compare ...",
+    )
+
+
 @pytest.fixture(scope="module")
 def compared(
     tmp_path_factory: pytest.TempPathFactory,
@@ -71,14 +82,7 @@ def compared(
     out = tmp_path_factory.mktemp("compare")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(loop, "measure_matmul_peak", lambda *args: 1e12)
-        comparison = run_comparison(
-            ["baby-shakespeare", str(mqa_toml)],
-            {**TINY, "data.source": str(small_text_file)},
-            out,
-            seeds=2,
-            budget=Budget(tokens=TOKENS),
-            command="tinygpt compare ...",
-        )
+        comparison = compare_baseline_and_mqa(small_text_file, mqa_toml, out)
     yield comparison, out
 
 
@@ -137,14 +141,7 @@ def test_a_second_call_reuses_the_finished_runs(compared, small_text_file, mqa_t
     metrics = sorted(out.glob("runs/*/seed-*/metrics.jsonl"))
     before = [path.read_bytes() for path in metrics]
     with caplog.at_level(logging.INFO):
-        again = run_comparison(
-            ["baby-shakespeare", str(mqa_toml)],
-            {**TINY, "data.source": str(small_text_file)},
-            out,
-            seeds=2,
-            budget=Budget(tokens=TOKENS),
-            command="tinygpt compare ...",
-        )
+        again = compare_baseline_and_mqa(small_text_file, mqa_toml, out)
     assert [path.read_bytes() for path in metrics] == before
     assert caplog.text.count("reusing " + str(out)) == 4
     assert again.to_dict() == first.to_dict()
