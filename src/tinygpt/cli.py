@@ -97,12 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(handler=run_prepare)
 
     sample = commands.add_parser("sample", help="generate text from a trained run")
-    sample.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_run_flags(sample)
     sample.add_argument("--prompt", help="text to continue (default: the run's sample.prompt)")
     sample.add_argument("--max-new-tokens", type=int, dest="max_new_tokens")
-    sample.add_argument("--temperature", type=float, help="0 for greedy decoding")
-    sample.add_argument("--top-k", type=int, dest="top_k", help="0 for no top-k filter")
-    sample.add_argument("--top-p", type=float, dest="top_p", help="1.0 for no nucleus filter")
+    _add_sampling_flags(sample)
     sample.add_argument("--seed", type=int, dest="sample_seed")
     sample.add_argument(
         "--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (CTRL)"
@@ -111,9 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--stop", action="append", default=[], help="stop at this text (repeat)")
     sample.add_argument("--num-beams", type=int, default=1, help="> 1: beam search")
     sample.add_argument("--length-penalty", type=float, default=1.0, help="beam search")
-    sample.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
-    sample.add_argument("--device", default="auto")
-    _add_precision_flag(sample)
     sample.set_defaults(handler=run_sample)
 
     chat = commands.add_parser(
@@ -123,20 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         "oldest turns dropped first. Commands: /reset, /temp T, /top_k K, /top_p P, "
         "/max_tokens N, /help, /quit (or Ctrl-D).",
     )
-    chat.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_run_flags(chat)
     chat.add_argument(
         "--max-new-tokens",
         type=int,
         dest="max_new_tokens",
         help="tokens per reply (default: half the context)",
     )
-    chat.add_argument("--temperature", type=float, help="0 for greedy decoding")
-    chat.add_argument("--top-k", type=int, dest="top_k", help="0 for no top-k filter")
-    chat.add_argument("--top-p", type=float, dest="top_p", help="1.0 for no nucleus filter")
+    _add_sampling_flags(chat)
     chat.add_argument("--seed", type=int, help="same seed, same replies")
-    chat.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
-    chat.add_argument("--device", default="auto")
-    _add_precision_flag(chat)
     chat.set_defaults(handler=run_chat)
 
     serve = commands.add_parser(
@@ -145,13 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve RUN_DIR at /v1/completions, /v1/chat/completions and /v1/models "
         "(OpenAI's API, streaming included) and a chat page at /.",
     )
-    serve.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_run_flags(serve)
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
     )
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
-    serve.add_argument("--device", default="auto")
     serve.add_argument(
         "--model-name", dest="model_name", help="the model id clients use (default: RUN_DIR's name)"
     )
@@ -172,18 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
         "answer every turn of the first --max-dialogs conversations greedily, scored by BLEU "
         "and distinct-1/2. Writes DIR/eval.json and eval.md (default DIR: RUN_DIR/eval).",
     )
-    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_run_flags(evaluate)
     evaluate.add_argument(
         "--data", metavar="SOURCE_OR_PREPARED_DIR", help="default: the run's own data"
     )
     evaluate.add_argument("--split", default="val", choices=("val", "train"))
-    evaluate.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
     evaluate.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/eval")
     evaluate.add_argument("--max-dialogs", type=int, default=200, dest="max_dialogs")
     evaluate.add_argument(
         "--batch-size", type=int, dest="batch_size", help="default: the run's batch_size"
     )
-    evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(handler=run_eval)
 
     attention = commands.add_parser(
@@ -192,12 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
         usage="tinygpt attention RUN_DIR --prompt TEXT [--out DIR] [--layers all|0,2] "
         "[--checkpoint best]",
     )
-    attention.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_run_flags(attention)
     attention.add_argument("--prompt", required=True, help="the text whose attention to draw")
     attention.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/attention")
     attention.add_argument("--layers", default="all", help="all, or indices such as 0,2")
-    attention.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
-    attention.add_argument("--device", default="auto")
     attention.set_defaults(handler=run_attention)
 
     compare = commands.add_parser(
@@ -237,10 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the GPT-2 block as GPT2LMHeadModel, the Llama block (rope, rmsnorm, swiglu) as "
         "LlamaForCausalLM.",
     )
-    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_run_flags(export, device=False)
     export.add_argument("--format", default="hf", choices=("hf",), help="hf: Hugging Face")
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="a new directory")
-    export.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
     export.set_defaults(handler=run_export)
 
     import_hf = commands.add_parser(
@@ -268,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--learning_rate, ...) default to RUN_DIR's, except that the learning rate decays over "
         "this run's max_iters unless --lr_decay_iters is given.",
     )
-    finetune.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the base run")
+    _add_run_flags(finetune, device=False, run_help="the base run")
     finetune.add_argument(
         "--data",
         dest="data.source",
@@ -285,7 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--lora-targets", default="qkv,proj", dest="lora_targets", help="e.g. qkv,attn.proj,fc"
     )
     finetune.add_argument("--lora-dropout", type=float, default=0.05, dest="lora_dropout")
-    finetune.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
     _add_field_flags(finetune, sections=("data", "train"))
     finetune.set_defaults(handler=run_finetune)
     return parser
@@ -301,6 +283,24 @@ def _add_data_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
         "--data", dest="data.source", default=argparse.SUPPRESS, metavar="PATH_OR_URL",
         help=help_text,
     )  # fmt: skip
+
+
+def _add_run_flags(
+    parser: argparse.ArgumentParser, device: bool = True, run_help: str | None = None
+) -> None:
+    """RUN_DIR and which of its checkpoints to load (and onto which device)."""
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=run_help)
+    parser.add_argument("--checkpoint", default="best", help="best, last, or a step-N folder")
+    if device:
+        parser.add_argument("--device", default="auto")
+
+
+def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """How each token is drawn; unset flags keep the run's sample section."""
+    parser.add_argument("--temperature", type=float, help="0 for greedy decoding")
+    parser.add_argument("--top-k", type=int, dest="top_k", help="0 for no top-k filter")
+    parser.add_argument("--top-p", type=float, dest="top_p", help="1.0 for no nucleus filter")
+    _add_precision_flag(parser)
 
 
 def _add_precision_flag(parser: argparse.ArgumentParser) -> None:
