@@ -116,6 +116,13 @@ def test_float16_decoding_weights_stay_close_to_float32(model):
     torch.testing.assert_close(half, exact, rtol=0, atol=1e-2 * exact.abs().max().item())
 
 
+@pytest.mark.parametrize("precision", ["float16", "float32"])
+def test_the_engine_decodes_with_the_precision_it_is_given(model, tokenizer, precision):
+    settings = GenerationSettings(8, temperature=0, precision=precision)
+    assert len(stream_text(model, tokenizer, "hello", settings).text()) == 8
+    assert model.lm_head._decoding_weight.dtype == getattr(torch, precision)  # the copy it read
+
+
 def test_same_seed_same_text_and_a_different_seed_differs(model, tokenizer):
     def text(seed):
         return stream_text(model, tokenizer, "hello", GenerationSettings(40, seed=seed)).text()

@@ -13,7 +13,9 @@ Which pays depends on the model. float16 wins when a step's weights stream from 
 faster steps for tinystories-small (64 MB of float32 Linear weights, 50k-token output layer).
 When they fit in the CPU's caches, the casts to and from float16 cost more than the bytes
 saved: baby-shakespeare (3 MB) decodes 8-15% slower in float16. So `auto` picks float16 above
-STREAMED_WEIGHT_BYTES of float32 Linear weights (`benchmarks/generate_speed.py` measures both).
+STREAMED_WEIGHT_BYTES of float32 Linear weights (`benchmarks/generate_speed.py` measures both),
+on a CPU; on a GPU, where a small model's step is bound by kernel launches rather than bytes,
+`auto` keeps float32 (not measured: no GPU was at hand).
 
 Inside `decoding_weights(dtype)` (the generation engine enters it around each decoding step), a
 product of at most FEW_ROWS rows with gradients off reads such a copy. Everywhere else (training,
@@ -62,6 +64,8 @@ def decoding_dtype(precision: str, model: nn.Module) -> torch.dtype:
     "float16" or "float32"."""
     if precision != "auto":
         return DECODING_DTYPES[precision]
+    if next(model.parameters()).device.type != "cpu":
+        return torch.float32  # the cache rule above was measured on a CPU, and only there
     weight_bytes = sum(
         m.weight.numel() * 4 for m in model.modules() if isinstance(m, Linear)
     )  # as float32
