@@ -91,3 +91,18 @@ def test_decoding_sees_weights_changed_in_place():
         model.lm_head.weight.mul_(2.0)  # an optimizer step would change it in place too
         cached = model(idx, cache=model.new_cache(1))
         torch.testing.assert_close(cached, model(idx), rtol=1e-5, atol=1e-5)
+
+
+def test_float16_decoding_weights_stay_close_to_float32(model):
+    prompts = [[5, 9, 2, 8], [1, 2]]  # padded batch: prefill, then one token per step
+    logits = {}
+    for dtype in (torch.float32, torch.float16):
+        decoder = BatchDecoder(model, prompts, precision=dtype)
+        steps = []
+        for token in (3, 4, 5):
+            steps.append(decoder.next_logits())
+            decoder.push(torch.tensor([token, token]))
+        logits[dtype] = torch.stack(steps)
+    exact, half = logits[torch.float32], logits[torch.float16]
+    assert half.dtype == torch.float32 and not torch.equal(half, exact)
+    torch.testing.assert_close(half, exact, rtol=0, atol=1e-2 * exact.abs().max().item())
