@@ -88,6 +88,17 @@ def test_sampling_past_the_context_slides_the_window(capsys, trained_run):
     assert code == 0 and len(out) == 30 + 50 + 1
 
 
+def test_num_samples_prints_that_many_continuations_of_the_prompt(capsys, trained_run):
+    args = ["sample", trained_run, "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "3"]
+    code, out, _ = run_cli(capsys, *args, "--num-samples", "3")
+    samples = out.rstrip("\n").split("\n---------------\n")
+    assert code == 0 and len(samples) == 3
+    assert all(s.startswith("ROMEO:") and len(s) == len("ROMEO:") + 20 for s in samples)
+    assert len(set(samples)) == 3  # different draws, not one copied
+    assert run_cli(capsys, *args, "--num-samples", "3")[1] == out  # seeded
+    assert_one_line_error(*run_cli(capsys, *args, "--num-samples", "0")[::2], "--num-samples")
+
+
 def test_plot_writes_a_png(capsys, trained_run):
     code, out, _ = run_cli(capsys, "plot", trained_run)
     assert code == 0

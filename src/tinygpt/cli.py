@@ -12,7 +12,7 @@ import shlex
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from tinygpt.config import (
     DecodingPrecision,
@@ -25,6 +25,11 @@ from tinygpt.config import (
 )
 from tinygpt.errors import ConfigError, TinyGPTError
 from tinygpt.presets import DEFAULT_PRESET, PRESETS, describe_preset, get_preset
+
+if TYPE_CHECKING:  # the handlers import torch-heavy modules only when they run
+    from tinygpt.generate.engine import GenerationSettings
+    from tinygpt.model.gpt import GPT
+    from tinygpt.tokenizers.base import Tokenizer
 
 log = logging.getLogger("tinygpt")
 
@@ -107,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text before")
     sample.add_argument("--stop", action="append", default=[], help="stop at this text (repeat)")
+    sample.add_argument(
+        "--num-samples", type=int, default=1, help="continuations of the prompt, as one batch"
+    )
     sample.add_argument("--num-beams", type=int, default=1, help="> 1: beam search")
     sample.add_argument("--length-penalty", type=float, default=1.0, help="beam search")
     sample.set_defaults(handler=run_sample)
@@ -456,6 +464,8 @@ def run_sample(args: argparse.Namespace) -> int:
         length_penalty=args.length_penalty,
         precision=sample.precision,
     )
+    if args.num_samples != 1:
+        return _print_samples(model, tokenizer, sample.prompt, settings, args.num_samples)
     pieces = stream_text(model, tokenizer, sample.prompt, settings)
     first = next(pieces, "")  # encode the prompt (and refuse a bad one) before printing it
     sys.stdout.write(sample.prompt + first)
@@ -463,6 +473,25 @@ def run_sample(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def _print_samples(
+    model: GPT, tokenizer: Tokenizer, prompt: str, settings: GenerationSettings, count: int
+) -> int:
+    """`count` continuations drawn as one batch (nanoGPT's num_samples), separated by a rule."""
+    from tinygpt.generate.engine import generate_batch
+
+    if count < 1:
+        raise ConfigError(f"--num-samples {count}: give 1 or more")
+    if settings.num_beams > 1:
+        raise ConfigError("beam search finds one continuation; drop --num-samples or --num-beams")
+    for index, completion in enumerate(
+        generate_batch(model, tokenizer, [prompt] * count, settings)
+    ):
+        if index:
+            print("---------------")
+        print(prompt + completion.text)
     return 0
 
 
