@@ -91,6 +91,13 @@ class BatchDecoder:
         if self.cache is not None:
             self.cache.reorder(indices)
 
+    def seen_tokens(self) -> Tensor:
+        """The tokens (B, L) in the context, -1 where a row is padded: what a repetition
+        penalty looks at."""
+        columns = torch.arange(self.tokens.size(1), device=self.device)
+        padding = columns.view(1, -1) < self.first_slot.view(-1, 1)
+        return self.tokens.masked_fill(padding, -1)
+
     def _pending_count(self) -> int:
         return 0 if self._pending is None else self._pending.size(1)
 
@@ -148,11 +155,9 @@ def sample_tokens(
         generator.seed()
     min_steps, suppressed = suppressed_until
     for step in range(max_new_tokens):
-        logits = _without_padding_ids(decoder.next_logits(), vocab_size)  # (B, V)
+        logits = without_padding_ids(decoder.next_logits(), vocab_size)  # (B, V)
         if repetition_penalty != 1.0:
-            seen = decoder.tokens.clone()
-            seen[_padding_mask(decoder)] = -1
-            logits = apply_repetition_penalty(logits, seen, repetition_penalty)
+            logits = apply_repetition_penalty(logits, decoder.seen_tokens(), repetition_penalty)
         if step < min_steps and suppressed:
             logits = logits.clone()
             logits[:, list(suppressed)] = float("-inf")
@@ -161,17 +166,13 @@ def sample_tokens(
         yield next_ids
 
 
-def _without_padding_ids(logits: Tensor, vocab_size: int | None) -> Tensor:
+def without_padding_ids(logits: Tensor, vocab_size: int | None) -> Tensor:
+    """-inf for the ids past the tokenizer's vocabulary (a vocab padded to a multiple of 64)."""
     if vocab_size is None or vocab_size >= logits.size(-1):
         return logits
     return torch.cat(
         (logits[:, :vocab_size], torch.full_like(logits[:, vocab_size:], -torch.inf)), 1
     )
-
-
-def _padding_mask(decoder: BatchDecoder) -> Tensor:
-    columns = torch.arange(decoder.tokens.size(1), device=decoder.device)
-    return columns.view(1, -1) < decoder.first_slot.view(-1, 1)
 
 
 @torch.inference_mode()
@@ -200,7 +201,7 @@ def beam_search(
     finished: list[tuple[float, list[int]]] = []
     end = set(end_ids)
     for step in range(max_new_tokens):
-        logits = _without_padding_ids(decoder.next_logits().float(), vocab_size)
+        logits = without_padding_ids(decoder.next_logits().float(), vocab_size)
         log_probs = logits.log_softmax(dim=-1)  # (beams, V)
         if step < min_new_tokens and end:
             log_probs[:, list(end)] = float("-inf")

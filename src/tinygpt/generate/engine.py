@@ -1,8 +1,15 @@
 """The generation engine: settings, stop conditions and streamed text for one prompt or many.
 
-`stream_text` is what the CLI, the chat and the server call: it yields text pieces as tokens are
-produced and, once exhausted, tells why it stopped (`finish_reason`) and how many tokens it used.
+`stream_text` is what the CLI and the chat call: it yields text pieces as tokens are produced
+and, once exhausted, tells why it stopped (`finish_reason`) and how many tokens it used.
 `generate_batch` completes several prompts in one batch.
+
+Both run on `BatchedGeneration`, which the server uses directly: a batch of `Generation`s (one
+prompt each, each with its own settings and random stream) that advances every one of them by
+a token per step. A generation leaves the batch when it finishes, and a new one may join
+between steps: the batch is then re-encoded from every row's tokens, one prefill, as when the
+context slides. So requests that arrive while others are being answered share the model's
+steps instead of waiting for them to end.
 """
 
 from __future__ import annotations
@@ -11,11 +18,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from tinygpt.data.chat_format import EOS
 from tinygpt.errors import DataError
-from tinygpt.generate.decode import beam_search, sample_tokens
+from tinygpt.generate.decode import BatchDecoder, beam_search, without_padding_ids
+from tinygpt.generate.sampling import apply_repetition_penalty, sample_next_token
 from tinygpt.model.gpt import GPT
 from tinygpt.model.linear import PRECISIONS, decoding_dtype
 from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
@@ -137,31 +146,19 @@ def _pieces(
     settings: GenerationSettings,
     stream: TextStream,
 ) -> Iterator[str]:
-    stop_ids = end_of_text_ids(tokenizer) if settings.stop_at_end_of_text else set()
     if settings.num_beams > 1:
+        stop_ids = end_of_text_ids(tokenizer) if settings.stop_at_end_of_text else set()
         yield from _beam_pieces(model, tokenizer, prompt_ids, settings, stream, stop_ids)
         return
-    decoder = StreamDecoder(tokenizer)
-    held = _StopMatcher(settings.stop)
-    stream.finish_reason = "length"
-    may_stop = True
-    for next_ids in _sample(model, tokenizer, [prompt_ids], settings, stop_ids):
-        token = int(next_ids[0])
-        stream.completion_tokens += 1
-        may_stop = stream.completion_tokens > settings.min_new_tokens
-        if token in stop_ids:
-            stream.finish_reason = "stop"
-            break
-        piece, stopped = held.push(decoder.push(token), may_stop)
-        if piece:
-            yield piece
-        if stopped:
-            stream.finish_reason = "stop"
-            return
-    piece, stopped = held.push(decoder.flush(), may_stop)
-    if stopped:
-        stream.finish_reason = "stop"
-    yield from filter(None, [piece, "" if stopped else held.release()])
+    generation = Generation(tokenizer, prompt_ids, settings)
+    batch = BatchedGeneration(model, tokenizer, settings.precision)
+    batch.add(generation)
+    while batch.rows:
+        for _, piece in batch.step():
+            stream.completion_tokens = len(generation.generated)
+            if piece:
+                yield piece
+    stream.finish_reason = generation.finish_reason
 
 
 def _beam_pieces(
@@ -192,29 +189,6 @@ def _beam_pieces(
     if stopped:
         stream.finish_reason = "stop"
     yield from filter(None, [piece, "" if stopped else held.release()])
-
-
-def _sample(
-    model: GPT,
-    tokenizer: Tokenizer,
-    prompts: list[list[int]],
-    settings: GenerationSettings,
-    stop_ids: set[int],
-) -> Iterator[Tensor]:
-    """The next token of every prompt, step by step, as `settings` asks."""
-    return sample_tokens(
-        model,
-        prompts,
-        settings.max_new_tokens,
-        settings.temperature,
-        settings.top_k,
-        settings.top_p,
-        settings.repetition_penalty,
-        settings.seed,
-        suppressed_until=(settings.min_new_tokens, sorted(stop_ids)),
-        vocab_size=tokenizer.vocab_size,
-        precision=decoding_dtype(settings.precision, model),
-    )
 
 
 class _StopMatcher:
@@ -262,53 +236,160 @@ def generate_batch(
     prompts: Sequence[str | Sequence[int]],
     settings: GenerationSettings,
 ) -> list[Completion]:
-    """Complete every prompt with the same settings, as one left-padded batch (beam search:
-    one prompt at a time). Seeded runs repeat exactly for the same list of prompts."""
+    """Complete every prompt with the same settings, as one batch (beam search: one prompt at a
+    time). With a seed, prompt i draws from seed + i, so equal prompts get different samples
+    and a seeded call repeats exactly."""
     encoded = [encode_prompt(tokenizer, prompt, model.config.block_size) for prompt in prompts]
     if settings.num_beams > 1:
         return [_complete_alone(model, tokenizer, ids, settings) for ids in encoded]
-    stop_ids = end_of_text_ids(tokenizer) if settings.stop_at_end_of_text else set()
-    rows = [
-        _Row(StreamDecoder(tokenizer), _StopMatcher(settings.stop), len(ids)) for ids in encoded
+    generations = [
+        Generation(tokenizer, ids, settings, seed_offset=index) for index, ids in enumerate(encoded)
     ]
-    for next_ids in _sample(model, tokenizer, encoded, settings, stop_ids):
-        for row, token in zip(rows, next_ids.tolist(), strict=True):
-            row.push(token, stop_ids, settings.min_new_tokens)
-        if all(row.finish_reason for row in rows):
-            break
-    return [row.completion() for row in rows]
+    batch = BatchedGeneration(model, tokenizer, settings.precision)
+    for generation in generations:
+        batch.add(generation)
+    while batch.rows:
+        batch.step()
+    return [generation.completion() for generation in generations]
 
 
-@dataclass
-class _Row:
-    """One sequence of a batch: its text so far and whether it has finished."""
+class Generation:
+    """One prompt's continuation in progress: its settings and random stream, the tokens drawn
+    so far, and the text released so far (text that may begin a stop string is held back)."""
 
-    decoder: StreamDecoder
-    held: _StopMatcher
-    prompt_tokens: int
-    text: str = ""
-    tokens: int = 0
-    finish_reason: FinishReason | None = None
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        prompt_ids: Sequence[int],
+        settings: GenerationSettings,
+        seed_offset: int = 0,
+    ) -> None:
+        if not prompt_ids:
+            raise DataError("the prompt has no tokens")
+        self.prompt_ids = list(prompt_ids)
+        self.settings = settings
+        self.stop_ids = end_of_text_ids(tokenizer) if settings.stop_at_end_of_text else set()
+        self.generated: list[int] = []
+        self.text = ""  # released so far
+        self.finish_reason: FinishReason | None = None
+        self._decoder = StreamDecoder(tokenizer)
+        self._held = _StopMatcher(settings.stop)
+        self.generator = torch.Generator()
+        if settings.seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(settings.seed + seed_offset)
+        if settings.max_new_tokens == 0:
+            self.finish_reason = "length"
 
-    def push(self, token: int, stop_ids: set[int], min_new_tokens: int) -> None:
-        if self.finish_reason:
-            return  # finished rows keep decoding in the batch; their tokens are dropped
-        self.tokens += 1
-        may_stop = self.tokens > min_new_tokens
-        if token in stop_ids:
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def choose(self, logits: Tensor, seen: Tensor) -> int:
+        """Draw the next token from this row's logits (1, V); `seen` (1, L) holds the ids in
+        the context, -1 for padding."""
+        settings = self.settings
+        if settings.repetition_penalty != 1.0:
+            logits = apply_repetition_penalty(logits, seen, settings.repetition_penalty)
+        if len(self.generated) < settings.min_new_tokens and self.stop_ids:
+            logits = logits.clone()
+            logits[:, sorted(self.stop_ids)] = float("-inf")
+        return int(
+            sample_next_token(
+                logits, settings.temperature, settings.top_k, settings.top_p, self.generator
+            )
+        )
+
+    def push(self, token: int) -> str:
+        """Take the drawn token; return the text it releases (often "") and finish at an
+        end-of-text id, a stop string, or max_new_tokens."""
+        self.generated.append(token)
+        may_stop = len(self.generated) > self.settings.min_new_tokens
+        if token in self.stop_ids:
             self.finish_reason = "stop"
-            return
-        piece, stopped = self.held.push(self.decoder.push(token), may_stop)
-        self.text += piece
+            return self._release(self._finish(may_stop))
+        piece, stopped = self._held.push(self._decoder.push(token), may_stop)
         if stopped:
             self.finish_reason = "stop"
+        elif len(self.generated) >= self.settings.max_new_tokens:
+            piece += self._finish(may_stop)
+        return self._release(piece)
 
     def completion(self) -> Completion:
-        if not self.finish_reason:
-            piece, stopped = self.held.push(self.decoder.flush(), may_stop=True)
-            self.text += piece if stopped else piece + self.held.release()
-            self.finish_reason = "stop" if stopped else "length"
-        return Completion(self.text, self.finish_reason, self.prompt_tokens, self.tokens)
+        assert self.finish_reason is not None, "the generation has not finished"
+        return Completion(self.text, self.finish_reason, len(self.prompt_ids), len(self.generated))
+
+    def _finish(self, may_stop: bool) -> str:
+        """The text still held back or undecoded, at the end."""
+        piece, stopped = self._held.push(self._decoder.flush(), may_stop)
+        if stopped:
+            self.finish_reason = "stop"
+            return piece
+        self.finish_reason = self.finish_reason or "length"
+        return piece + self._held.release()
+
+    def _release(self, piece: str) -> str:
+        self.text += piece
+        return piece
+
+
+class BatchedGeneration:
+    """Generations decoded as one left-padded batch, one token for each per step.
+
+    All rows read weights in one precision (the first row's settings decide; `accepts` tells
+    whether another generation can join). Rows leave when they finish (`step`) or are dropped;
+    joining re-encodes the batch at the next step."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, precision: str) -> None:
+        self.model = model
+        self.vocab_size = tokenizer.vocab_size
+        self.precision = precision
+        self.rows: list[Generation] = []
+        self._decoder: BatchDecoder | None = None  # None: (re)build at the next step
+
+    def accepts(self, generation: Generation) -> bool:
+        return generation.settings.precision == self.precision
+
+    def add(self, generation: Generation) -> None:
+        """Join the batch (a generation of zero tokens is finished already and does not)."""
+        if not self.accepts(generation):
+            raise ValueError("a batch decodes in one precision")
+        if not generation.finished:
+            self.rows.append(generation)
+            self._decoder = None
+
+    def drop(self, generation: Generation) -> None:
+        """Leave the batch unfinished (its client went away)."""
+        self._keep([row for row in self.rows if row is not generation])
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Generation, str]]:
+        """A token for every row; returns (generation, text it released) for each. Finished
+        generations leave the batch."""
+        decoder = self._decoder or self._encode()
+        logits = without_padding_ids(decoder.next_logits(), self.vocab_size)  # (B, V)
+        seen = decoder.seen_tokens()  # (B, L)
+        tokens = [row.choose(logits[i : i + 1], seen[i : i + 1]) for i, row in enumerate(self.rows)]
+        decoder.push(torch.tensor(tokens))
+        events = [(row, row.push(token)) for row, token in zip(self.rows, tokens, strict=True)]
+        if any(row.finished for row in self.rows):
+            self._keep([row for row in self.rows if not row.finished])
+        return events
+
+    def _encode(self) -> BatchDecoder:
+        contexts = [row.prompt_ids + row.generated for row in self.rows]
+        dtype = decoding_dtype(self.precision, self.model)
+        self._decoder = BatchDecoder(self.model, contexts, precision=dtype)
+        return self._decoder
+
+    def _keep(self, rows: list[Generation]) -> None:
+        if self._decoder is not None and rows:
+            kept = [self.rows.index(row) for row in rows]
+            self._decoder.reorder(torch.tensor(kept))
+        self.rows = rows
+        if not rows:
+            self._decoder = None
 
 
 def _complete_alone(
