@@ -151,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-name", dest="model_name", help="the model id clients use (default: RUN_DIR's name)"
     )
+    serve.add_argument(
+        "--max-batch",
+        type=int,
+        default=8,
+        dest="max_batch",
+        help="requests decoded together; more wait their turn (1: one at a time)",
+    )
     _add_precision_flag(serve)
     serve.set_defaults(handler=run_serve)
 
@@ -536,6 +543,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from tinygpt.serve.app import bind_socket, create_app, make_server, url_of
     from tinygpt.train.checkpoint import load_model_from_run
 
+    if args.max_batch < 1:
+        raise ConfigError(f"--max-batch {args.max_batch}: give 1 or more")
     device = resolve_device(args.device)
     model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
     if args.precision is not None:
@@ -547,7 +556,8 @@ def run_serve(args: argparse.Namespace) -> int:
     url = url_of(sock)
     print(f"serving {name} at {url}/ (OpenAI API base_url {url}/v1); Ctrl-C stops", flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops cleanly, then re-raises Ctrl-C
-        make_server(create_app(model, tokenizer, config, name)).run(sockets=[sock])
+        app = create_app(model, tokenizer, config, name, max_batch=args.max_batch)
+        make_server(app).run(sockets=[sock])
     return 0
 
 

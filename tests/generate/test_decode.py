@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from tinygpt.config import ModelConfig
 from tinygpt.errors import DataError
 from tinygpt.generate.decode import beam_search, sample_tokens
-from tinygpt.generate.engine import GenerationSettings, generate_batch, stream_text
+from tinygpt.generate.engine import (
+    BatchedGeneration,
+    Generation,
+    GenerationSettings,
+    generate_batch,
+    stream_text,
+)
 from tinygpt.generate.sampling import apply_repetition_penalty, filter_logits, sample_next_token
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.char import CharTokenizer
@@ -152,3 +158,54 @@ def test_bad_settings_are_one_line_errors():
     ):
         GenerationSettings(precision="bfloat16")
     assert math.isfinite(GenerationSettings().temperature)
+
+
+MIXED = {  # requests a server may batch together: each with its own settings
+    "greedy": GenerationSettings(12, temperature=0, stop_at_end_of_text=False),
+    "sampled": GenerationSettings(10, temperature=1.0, top_k=5, seed=11),
+    "penalised": GenerationSettings(9, temperature=0, repetition_penalty=1.5, min_new_tokens=4),
+    "stopped": GenerationSettings(30, temperature=0.7, top_p=0.9, seed=5, stop=("e",)),
+}
+PROMPTS = {"greedy": "hello", "sampled": "a cat", "penalised": "the the the", "stopped": "xyz"}
+
+
+def alone(model, tokenizer, name):
+    stream = stream_text(model, tokenizer, PROMPTS[name], MIXED[name])
+    return stream.text(), stream.finish_reason, stream.completion_tokens
+
+
+def test_rows_joining_and_leaving_a_batch_get_what_they_get_alone(model, tokenizer):
+    batch = BatchedGeneration(model, tokenizer, "auto")
+    rows: dict[str, Generation] = {}
+    streamed = dict.fromkeys(MIXED, "")
+    joins = {0: ["greedy"], 3: ["sampled", "penalised"], 5: ["stopped"]}  # at these steps
+    step = widest = 0
+    while step == 0 or batch.rows:
+        for name in joins.get(step, []):
+            rows[name] = Generation(tokenizer, tokenizer.encode(PROMPTS[name]), MIXED[name])
+            batch.add(rows[name])
+        widest = max(widest, len(batch.rows))
+        for generation, piece in batch.step():
+            streamed[next(n for n, g in rows.items() if g is generation)] += piece
+        step += 1
+    assert rows.keys() == MIXED.keys() and widest == 4  # all four shared steps
+    for name, generation in rows.items():
+        completion = generation.completion()
+        assert streamed[name] == completion.text
+        got = (completion.text, completion.finish_reason, completion.completion_tokens)
+        assert got == alone(model, tokenizer, name), name
+
+
+def test_a_dropped_row_leaves_the_others_untouched(model, tokenizer):
+    batch = BatchedGeneration(model, tokenizer, "auto")
+    kept = Generation(tokenizer, tokenizer.encode(PROMPTS["sampled"]), MIXED["sampled"])
+    gone = Generation(tokenizer, tokenizer.encode(PROMPTS["greedy"]), MIXED["greedy"])
+    batch.add(gone)
+    batch.add(kept)
+    batch.step()
+    batch.drop(gone)
+    while batch.rows:
+        batch.step()
+    assert len(gone.generated) == 1 and not gone.finished
+    text, reason, tokens = alone(model, tokenizer, "sampled")
+    assert (kept.text, kept.finish_reason, len(kept.generated)) == (text, reason, tokens)

@@ -1,20 +1,23 @@
 import asyncio
+import time
 
 import pytest
+import torch
 
 from tinygpt.config import ModelConfig
-from tinygpt.generate.engine import GenerationSettings
+from tinygpt.generate.engine import GenerationSettings, stream_text
 from tinygpt.model.gpt import GPT
 from tinygpt.serve.worker import Finished, GenerationWorker, ServerBusy
 from tinygpt.tokenizers.char import CharTokenizer
 
 
-def make_worker(max_waiting: int) -> GenerationWorker:
+def make_worker(max_waiting: int, max_batch: int = 8) -> GenerationWorker:
     tokenizer = CharTokenizer.train("abc")
     config = ModelConfig(
         vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16
     )
-    return GenerationWorker(GPT(config), tokenizer, max_waiting)
+    torch.manual_seed(0)
+    return GenerationWorker(GPT(config), tokenizer, max_waiting, max_batch)
 
 
 def test_a_full_queue_refuses_instead_of_waiting():
@@ -44,3 +47,81 @@ def test_a_job_cancelled_while_waiting_is_skipped():
     events = asyncio.run(run())
     assert events[-1] == Finished("length", prompt_tokens=1, completion_tokens=3)
     assert "".join(e for e in events if isinstance(e, str)) != ""
+
+
+def worker_text(events: list[object]) -> tuple[str, object]:
+    return "".join(e for e in events if isinstance(e, str)), events[-1]
+
+
+def alone(worker: GenerationWorker, prompt: list[int], settings: GenerationSettings):
+    stream = stream_text(worker.model, worker.tokenizer, prompt, settings)
+    text = stream.text()
+    return text, Finished(stream.finish_reason, len(prompt), stream.completion_tokens)
+
+
+REQUESTS = [  # (prompt ids, settings): different lengths, settings and stops
+    ([0, 1, 2], GenerationSettings(max_new_tokens=9, seed=1)),
+    ([2], GenerationSettings(max_new_tokens=4, temperature=0)),
+    ([1, 1, 0, 2, 1], GenerationSettings(max_new_tokens=12, top_k=2, seed=7)),
+]
+
+
+def test_waiting_requests_are_decoded_as_one_batch_each_as_if_alone():
+    worker = make_worker(max_waiting=8)
+
+    async def run() -> list[list[object]]:
+        jobs = [worker.submit(prompt, settings) for prompt, settings in REQUESTS]
+        worker.start()
+        results = [[event async for event in job.stream()] for job in jobs]
+        worker.stop()
+        return results
+
+    results = asyncio.run(run())
+    assert worker.peak_batch == 3
+    for events, (prompt, settings) in zip(results, REQUESTS, strict=True):
+        assert worker_text(events) == alone(worker, prompt, settings)
+
+
+def test_a_request_joins_a_running_batch_and_gets_what_it_gets_alone(monkeypatch):
+    worker = make_worker(max_waiting=8)
+    (first_prompt, _), (late_prompt, late) = REQUESTS[2], REQUESTS[0]
+    first = GenerationSettings(max_new_tokens=40, top_k=2, seed=7)  # 40 steps of 5 ms or more
+    forward = worker.model.forward
+
+    def slow_forward(*args, **kwargs):
+        time.sleep(0.005)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(worker.model, "forward", slow_forward)
+
+    async def run() -> tuple[list[object], list[object]]:
+        worker.start()
+        early = worker.submit(first_prompt, first)
+        stream = early.stream()
+        events = [await anext(stream)]  # the first is running: the second joins mid-way
+        joined = worker.submit(late_prompt, late)
+        events += [event async for event in stream]
+        late_events = [event async for event in joined.stream()]
+        worker.stop()
+        return events, late_events
+
+    events, late_events = asyncio.run(run())
+    assert worker.peak_batch == 2
+    assert worker_text(events) == alone(worker, first_prompt, first)
+    assert worker_text(late_events) == alone(worker, late_prompt, late)
+
+
+def test_max_batch_one_serves_one_request_at_a_time():
+    worker = make_worker(max_waiting=8, max_batch=1)
+
+    async def run() -> list[list[object]]:
+        jobs = [worker.submit(prompt, settings) for prompt, settings in REQUESTS]
+        worker.start()
+        results = [[event async for event in job.stream()] for job in jobs]
+        worker.stop()
+        return results
+
+    results = asyncio.run(run())
+    assert worker.peak_batch == 1
+    for events, (prompt, settings) in zip(results, REQUESTS, strict=True):
+        assert worker_text(events) == alone(worker, prompt, settings)

@@ -39,7 +39,7 @@ from tinygpt.serve.schemas import (
     CompletionRequest,
     SamplingFields,
 )
-from tinygpt.serve.worker import Finished, GenerationWorker, Job, ServerBusy
+from tinygpt.serve.worker import MAX_BATCH, Finished, GenerationWorker, Job, ServerBusy
 from tinygpt.tokenizers.base import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,11 @@ def create_app(
     config: RunConfig,
     model_name: str,
     max_waiting: int = 64,
+    max_batch: int = MAX_BATCH,
 ) -> FastAPI:
-    """The app; its lifespan starts and stops the generation thread."""
-    worker = GenerationWorker(model, tokenizer, max_waiting)
+    """The app; its lifespan starts and stops the generation thread, which decodes up to
+    `max_batch` requests together and keeps up to `max_waiting` more in its queue."""
+    worker = GenerationWorker(model, tokenizer, max_waiting, max_batch)
     block_size = config.model.block_size
     created = int(time.time())
     chat_format = prompt_format_for(tokenizer)
@@ -111,7 +113,12 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_name, "waiting": worker.waiting}
+        return {
+            "status": "ok",
+            "model": model_name,
+            "running": worker.running,
+            "waiting": worker.waiting,
+        }
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
