@@ -100,8 +100,14 @@ def test_sentencepiece_ids_match(spiece, hf_spiece, text: str):
     assert_same_ids(spiece, hf_spiece, text)
 
 
+# codec="utf-8": no lone surrogates, which no text file holds and sentencepiece cannot take
 @settings(max_examples=150, deadline=None)
-@given(st.text(st.sampled_from(list("Lily dog 12 ,.\n\t日😀é☃")) | st.characters(), max_size=60))
+@given(
+    st.text(
+        st.sampled_from(list("Lily dog 12 ,.\n\t日😀é☃")) | st.characters(codec="utf-8"),
+        max_size=60,
+    )
+)
 def test_sentencepiece_ids_match_on_any_text(spiece, hf_spiece, text: str):
     if any(special in text for special in SPECIAL_STRINGS):
         return  # transformers matches these inside text; tinygpt never does (module docstring)
