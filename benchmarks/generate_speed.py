@@ -33,19 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from bench_common import cpu_model, split_choices
+from bench_common import DECODING_MODELS, cpu_model, decoding_model, split_choices
 
-from tinygpt.config import ModelConfig
 from tinygpt.generate.decode import BatchDecoder, sample_tokens
 from tinygpt.model.gpt import GPT
 from tinygpt.model.linear import DECODING_DTYPES, decoding_dtype
-from tinygpt.presets import baby_shakespeare, tinystories_small
 from tinygpt.runtime import keep_freed_memory_in_process
-
-MODELS = {
-    "baby-shakespeare": lambda: dataclasses.replace(baby_shakespeare().model, vocab_size=65),
-    "tinystories-small": lambda: tinystories_small().model,  # vocab 50304 set by the preset
-}
 
 
 @dataclass
@@ -63,14 +56,6 @@ class Case:
     @property
     def tokens_per_second(self) -> float:
         return self.prompts * self.new_tokens / self.decode_s
-
-
-def build(name: str, context: int, new_tokens: int) -> GPT:
-    torch.manual_seed(0)
-    config: ModelConfig = dataclasses.replace(
-        MODELS[name](), block_size=context + new_tokens, dropout=0.0
-    )
-    return GPT(config).eval()
 
 
 def prompts_for(model: GPT, batch: int, context: int) -> list[list[int]]:
@@ -149,7 +134,7 @@ def report(cases: list[Case]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(DECODING_MODELS))
     parser.add_argument("--prompts", default="1,8", help="batch sizes")
     parser.add_argument("--contexts", default="256,1024", help="prompt lengths in tokens")
     parser.add_argument("--precisions", default="float16,float32", help="decoding weights")
@@ -158,13 +143,13 @@ def main() -> None:
     parser.add_argument("--full-recompute", action="store_true", help="time every step")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    names = split_choices(parser, "--models", args.models, list(MODELS))
+    names = split_choices(parser, "--models", args.models, list(DECODING_MODELS))
     precisions = split_choices(parser, "--precisions", args.precisions, list(DECODING_DTYPES))
     keep_freed_memory_in_process()
     cases = []
     for name in names:
         for context in (int(c) for c in args.contexts.split(",")):
-            model = build(name, context, args.new_tokens)
+            model = decoding_model(name, context + args.new_tokens)
             for batch in (int(p) for p in args.prompts.split(",")):
                 for precision in precisions:
                     cached = Case(name, batch, context, precision, True, args.new_tokens)
@@ -175,7 +160,7 @@ def main() -> None:
                     print("\n".join(report([cached, plain]).splitlines()[2:]), flush=True)
     print()
     print(report(cases))
-    picks = {name: decoding_dtype("auto", build(name, 256, 0)) for name in names}
+    picks = {name: decoding_dtype("auto", decoding_model(name, 256)) for name in names}
     print(
         "\n`--precision auto` (the default) picks: "
         + ", ".join(f"{name} {str(dtype).removeprefix('torch.')}" for name, dtype in picks.items())

@@ -20,26 +20,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import statistics
 import string
 import time
 from dataclasses import dataclass
 
 import torch
-from bench_common import cpu_model, split_choices
+from bench_common import DECODING_MODELS, cpu_model, decoding_model, split_choices
 
 from tinygpt.generate.engine import GenerationSettings
 from tinygpt.model.gpt import GPT
 from tinygpt.model.linear import decoding_dtype
-from tinygpt.presets import baby_shakespeare, tinystories_small
 from tinygpt.serve.worker import GenerationWorker
 from tinygpt.tokenizers.char import CharTokenizer
-
-MODELS = {
-    "baby-shakespeare": lambda: dataclasses.replace(baby_shakespeare().model, vocab_size=65),
-    "tinystories-small": lambda: tinystories_small().model,
-}
 
 
 @dataclass
@@ -109,18 +102,17 @@ def report(outcomes: list[Outcome]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(DECODING_MODELS))
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--stagger-ms", type=float, default=0.0, help="between arrivals")
     args = parser.parse_args()
-    names = split_choices(parser, "--models", args.models, list(MODELS))
+    names = split_choices(parser, "--models", args.models, list(DECODING_MODELS))
     tokenizer = CharTokenizer.train(string.ascii_letters + " .\n")  # fits every vocab here
     outcomes = []
     for name in names:
-        torch.manual_seed(0)
-        model = GPT(dataclasses.replace(MODELS[name](), block_size=256, dropout=0.0)).eval()
+        model = decoding_model(name, block_size=256)
         for max_batch in (1, args.clients):
             outcomes.append(measure(name, model, tokenizer, max_batch, args))
             print("\n".join(report(outcomes[-1:]).splitlines()[2:]), flush=True)

@@ -66,8 +66,9 @@ REQUESTS = [  # (prompt ids, settings): different lengths, settings and stops
 ]
 
 
-def test_waiting_requests_are_decoded_as_one_batch_each_as_if_alone():
-    worker = make_worker(max_waiting=8)
+@pytest.mark.parametrize("max_batch", [8, 1])
+def test_waiting_requests_share_a_batch_up_to_max_batch_each_as_if_alone(max_batch):
+    worker = make_worker(max_waiting=8, max_batch=max_batch)
 
     async def run() -> list[list[object]]:
         jobs = [worker.submit(prompt, settings) for prompt, settings in REQUESTS]
@@ -77,7 +78,7 @@ def test_waiting_requests_are_decoded_as_one_batch_each_as_if_alone():
         return results
 
     results = asyncio.run(run())
-    assert worker.peak_batch == 3
+    assert worker.peak_batch == min(max_batch, len(REQUESTS))
     for events, (prompt, settings) in zip(results, REQUESTS, strict=True):
         assert worker_text(events) == alone(worker, prompt, settings)
 
@@ -109,19 +110,3 @@ def test_a_request_joins_a_running_batch_and_gets_what_it_gets_alone(monkeypatch
     assert worker.peak_batch == 2
     assert worker_text(events) == alone(worker, first_prompt, first)
     assert worker_text(late_events) == alone(worker, late_prompt, late)
-
-
-def test_max_batch_one_serves_one_request_at_a_time():
-    worker = make_worker(max_waiting=8, max_batch=1)
-
-    async def run() -> list[list[object]]:
-        jobs = [worker.submit(prompt, settings) for prompt, settings in REQUESTS]
-        worker.start()
-        results = [[event async for event in job.stream()] for job in jobs]
-        worker.stop()
-        return results
-
-    results = asyncio.run(run())
-    assert worker.peak_batch == 1
-    for events, (prompt, settings) in zip(results, REQUESTS, strict=True):
-        assert worker_text(events) == alone(worker, prompt, settings)
