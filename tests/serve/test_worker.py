@@ -86,11 +86,13 @@ def test_waiting_requests_share_a_batch_up_to_max_batch_each_as_if_alone(max_bat
 def test_a_request_joins_a_running_batch_and_gets_what_it_gets_alone(monkeypatch):
     worker = make_worker(max_waiting=8)
     (first_prompt, _), (late_prompt, late) = REQUESTS[2], REQUESTS[0]
-    first = GenerationSettings(max_new_tokens=40, top_k=2, seed=7)  # 40 steps of 5 ms or more
+    # 11 steps of 20 ms or more to join during; 5 + 11 tokens fill the 16-token context exactly
+    # (past it a batch slides all rows at once, not as alone)
+    first = GenerationSettings(max_new_tokens=11, top_k=2, seed=7)
     forward = worker.model.forward
 
     def slow_forward(*args, **kwargs):
-        time.sleep(0.005)
+        time.sleep(0.02)
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(worker.model, "forward", slow_forward)

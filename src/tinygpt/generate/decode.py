@@ -167,12 +167,12 @@ def sample_tokens(
 
 
 def without_padding_ids(logits: Tensor, vocab_size: int | None) -> Tensor:
-    """-inf for the ids past the tokenizer's vocabulary (a vocab padded to a multiple of 64)."""
-    if vocab_size is None or vocab_size >= logits.size(-1):
-        return logits
-    return torch.cat(
-        (logits[:, :vocab_size], torch.full_like(logits[:, vocab_size:], -torch.inf)), 1
-    )
+    """-inf for the ids past the tokenizer's vocabulary (a vocab padded to a multiple of 64),
+    written into `logits` (fresh ones from a decoding step: a copy of 50k columns per step
+    cost 7% of tinystories-small's batched step)."""
+    if vocab_size is not None and vocab_size < logits.size(-1):
+        logits[:, vocab_size:] = float("-inf")
+    return logits
 
 
 @torch.inference_mode()

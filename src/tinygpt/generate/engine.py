@@ -286,20 +286,27 @@ class Generation:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def choose(self, logits: Tensor, seen: Tensor) -> int:
-        """Draw the next token from this row's logits (1, V); `seen` (1, L) holds the ids in
-        the context, -1 for padding."""
+    @property
+    def sampling(self) -> tuple[float, int, float]:
+        """(temperature, top_k, top_p): rows that share these are sampled as one group."""
+        return self.settings.temperature, self.settings.top_k, self.settings.top_p
+
+    @property
+    def adjusts_logits(self) -> bool:
+        settings = self.settings
+        suppressing = len(self.generated) < settings.min_new_tokens and bool(self.stop_ids)
+        return settings.repetition_penalty != 1.0 or suppressing
+
+    def adjust(self, logits: Tensor, seen: Tensor) -> Tensor:
+        """This row's logits (1, V) with its repetition penalty applied, and end-of-text
+        forbidden before min_new_tokens; `seen` (1, L) holds the context's ids, -1 for padding."""
         settings = self.settings
         if settings.repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, seen, settings.repetition_penalty)
         if len(self.generated) < settings.min_new_tokens and self.stop_ids:
             logits = logits.clone()
             logits[:, sorted(self.stop_ids)] = float("-inf")
-        return int(
-            sample_next_token(
-                logits, settings.temperature, settings.top_k, settings.top_p, self.generator
-            )
-        )
+        return logits
 
     def push(self, token: int) -> str:
         """Take the drawn token; return the text it releases (often "") and finish at an
@@ -369,13 +376,35 @@ class BatchedGeneration:
         generations leave the batch."""
         decoder = self._decoder or self._encode()
         logits = without_padding_ids(decoder.next_logits(), self.vocab_size)  # (B, V)
-        seen = decoder.seen_tokens()  # (B, L)
-        tokens = [row.choose(logits[i : i + 1], seen[i : i + 1]) for i, row in enumerate(self.rows)]
-        decoder.push(torch.tensor(tokens))
-        events = [(row, row.push(token)) for row, token in zip(self.rows, tokens, strict=True)]
+        tokens = self._sample(logits, decoder)
+        decoder.push(tokens)
+        events = [
+            (row, row.push(token)) for row, token in zip(self.rows, tokens.tolist(), strict=True)
+        ]
         if any(row.finished for row in self.rows):
             self._keep([row for row in self.rows if not row.finished])
         return events
+
+    def _sample(self, logits: Tensor, decoder: BatchDecoder) -> Tensor:
+        """The next token of every row (B,): each row's own adjustments, then one draw per
+        group of rows with the same sampling settings, each row from its own generator."""
+        adjusting = [i for i, row in enumerate(self.rows) if row.adjusts_logits]
+        if adjusting:
+            logits, seen = logits.clone(), decoder.seen_tokens()
+            for i in adjusting:
+                logits[i : i + 1] = self.rows[i].adjust(logits[i : i + 1], seen[i : i + 1])
+        groups: dict[tuple[float, int, float], list[int]] = {}
+        for i, row in enumerate(self.rows):
+            groups.setdefault(row.sampling, []).append(i)
+        generators = [row.generator for row in self.rows]
+        if len(groups) == 1:  # the usual case: no copy of the logits
+            return sample_next_token(logits, *self.rows[0].sampling, generators).view(-1)
+        tokens = torch.empty(len(self.rows), dtype=torch.long, device=logits.device)
+        for sampling, rows in groups.items():
+            index = torch.tensor(rows, device=logits.device)
+            chosen = sample_next_token(logits[index], *sampling, [generators[i] for i in rows])
+            tokens[index] = chosen.view(-1)
+        return tokens
 
     def _encode(self) -> BatchDecoder:
         contexts = [row.prompt_ids + row.generated for row in self.rows]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -37,20 +39,39 @@ def sample_next_token(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
     """logits (B, V) -> token ids (B, 1). temperature 0 means greedy (argmax).
 
     With top-k, the draw is made among the k candidates only (their logits, sorted, then the
     nucleus filter): the same distribution as masking the whole vocabulary, without a pass of
-    softmax and random numbers over 50k entries per token."""
+    softmax and random numbers over 50k entries per token. `generator` may be one per row, so
+    that each row's draw depends on its own seed only, whatever else shares the batch."""
     logits = logits.float()
     if temperature == 0.0:
         return logits.argmax(dim=-1, keepdim=True)
     if top_k and top_k < logits.size(-1):
         candidates, ids = torch.topk(logits / temperature, top_k, dim=-1)  # (B, k), sorted
         probs = filter_logits(candidates, 0, top_p).softmax(dim=-1)
-        choice = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-        return ids.gather(-1, choice)
+        return ids.gather(-1, draw(probs, generator))
     probs = filter_logits(logits / temperature, 0, top_p).softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    return draw(probs, generator)
+
+
+def draw(
+    probs: Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None
+) -> Tensor:
+    """One index per row of probs (B, n), by inverse-CDF sampling: row b takes the first index
+    whose cumulative probability exceeds u_b times the row's total, u_b uniform in [0, 1) from
+    `generator` (or from generator[b]). A zero-probability index is never taken: it cannot be
+    the first to exceed anything its predecessor did not."""
+    rows = probs.size(0)
+    if isinstance(generator, Sequence):
+        if len(generator) != rows:
+            raise ValueError(f"{len(generator)} generators for {rows} rows")
+        uniform = torch.cat([torch.rand(1, generator=g) for g in generator])
+    else:
+        uniform = torch.rand(rows, generator=generator)
+    cumulative = probs.cumsum(dim=-1)  # (B, n)
+    target = uniform.to(probs.device).view(-1, 1) * cumulative[:, -1:]
+    return (cumulative <= target).sum(dim=-1, keepdim=True)  # (B, 1)
