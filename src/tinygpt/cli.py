@@ -322,7 +322,7 @@ def _add_precision_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         choices=typing.get_args(DecodingPrecision),
-        help="weights read while decoding: float16 reads half the bytes (1.7-1.8x faster for "
+        help="weights read while decoding: float16 reads half the bytes (1.4-1.8x faster for "
         "tinystories-small on a CPU) and moves logits by ~1e-2; float32 is exact; auto: "
         "float16 on a CPU when the model's weights exceed 16 MiB (default: the run's "
         "sample.precision)",

@@ -9,13 +9,13 @@ bound by reading the weights, not by arithmetic. Two things make those reads che
 - precision: a float16 copy has half the bytes to read. For float16 the (out, in) layout is the
   fast one (0.9 ms for the same layer), so that copy keeps it.
 
-Which pays depends on the model. float16 wins when a step's weights stream from memory: 1.7-1.8x
+Which pays depends on the model. float16 wins when a step's weights stream from memory: 1.4-1.8x
 faster steps for tinystories-small (64 MB of float32 Linear weights, 50k-token output layer).
 When they fit in the CPU's caches, the casts to and from float16 cost more than the bytes
-saved: baby-shakespeare (3 MB) decodes 8-15% slower in float16. So `auto` picks float16 above
-STREAMED_WEIGHT_BYTES of float32 Linear weights (`benchmarks/generate_speed.py` measures both),
-on a CPU; on a GPU, where a small model's step is bound by kernel launches rather than bytes,
-`auto` keeps float32 (not measured: no GPU was at hand).
+saved: baby-shakespeare (3 MB) gains nothing, and is up to 40% slower in float16. So `auto`
+picks float16 above STREAMED_WEIGHT_BYTES of float32 Linear weights, on a CPU
+(`benchmarks/generate_speed.py` measures both). On a GPU, where a small model's step is bound
+by kernel launches rather than bytes, `auto` keeps float32 (not measured: no GPU was at hand).
 
 Inside `decoding_weights(dtype)` (the generation engine enters it around each decoding step), a
 product of at most FEW_ROWS rows with gradients off reads such a copy. Everywhere else (training,
