@@ -11,7 +11,7 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real text files (tinyshakespeare.txt, ...); skips when it is absent."""
     if not SHARED_DATA.is_dir():

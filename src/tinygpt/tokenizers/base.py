@@ -143,24 +143,27 @@ class StreamDecoder:
     """Turns ids arriving one at a time into text pieces that are safe to print.
 
     A byte-level token can end in the middle of a UTF-8 character, so decoding each id alone
-    would print replacement characters; this decodes everything so far and releases only the
-    part that can no longer change.
+    would print replacement characters; the ids not yet released are decoded together, and
+    released once their text ends in a whole character. Every tokenizer here decodes as the
+    concatenation of its tokens' bytes, so those ids decode alone to exactly the text they add
+    to the whole, and a token costs the same however long the text (tested on arbitrary ids:
+    the pieces join to `tokenizer.decode(all ids)`).
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.emitted = 0  # characters of the decoded text already released
+        self.pending: list[int] = []  # ids whose text is not released yet
 
     def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids)
-        stable = len(text) - 1 if text.endswith("\ufffd") else len(text)
-        piece, self.emitted = text[self.emitted : stable], max(self.emitted, stable)
-        return piece
+        self.pending.append(token_id)
+        text = self.tokenizer.decode(self.pending)
+        if text.endswith("\ufffd"):
+            return ""  # a character still incomplete (or an invalid byte, released later)
+        self.pending = []
+        return text
 
     def flush(self) -> str:
         """Whatever is left at the end, incomplete characters included."""
-        text = self.tokenizer.decode(self.ids)
-        piece, self.emitted = text[self.emitted :], len(text)
-        return piece
+        text = self.tokenizer.decode(self.pending)
+        self.pending = []
+        return text

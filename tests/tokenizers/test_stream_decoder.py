@@ -1,0 +1,50 @@
+"""StreamDecoder decodes a window, not everything so far: its pieces must still join to the
+decoding of all ids, for every tokenizer and any ids a model may sample (invalid UTF-8 too)."""
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
+from tinygpt.tokenizers.bpe import BPETokenizer
+from tinygpt.tokenizers.char import CharTokenizer
+from tinygpt.tokenizers.sentencepiece_bpe import SentencePieceTokenizer
+from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
+
+KINDS = ["char", "bpe", "sentencepiece", "gpt2"]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(training_documents: list[str], shared_data: Path) -> dict[str, Tokenizer]:
+    return {
+        "char": CharTokenizer.train("".join(training_documents[:50])),
+        "bpe": BPETokenizer.train(iter(training_documents), vocab_size=400),
+        "sentencepiece": SentencePieceTokenizer.train(iter(training_documents), vocab_size=400),
+        "gpt2": GPT2Tokenizer.load(str(shared_data / "gpt2_bpe")),
+    }
+
+
+def stream(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
+    decoder = StreamDecoder(tokenizer)
+    return [decoder.push(i) for i in ids] + [decoder.flush()]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=150, deadline=None)
+@given(fractions=st.lists(st.floats(0, 1, exclude_max=True), max_size=40))
+def test_pieces_of_any_ids_join_to_the_decoding_of_all(tokenizers, kind, fractions):
+    tokenizer = tokenizers[kind]
+    ids = [int(f * tokenizer.vocab_size) for f in fractions]  # any id in the vocabulary
+    assert "".join(stream(tokenizer, ids)) == tokenizer.decode(ids)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_flush_midway_then_more_ids_still_join(tokenizers, kind):
+    tokenizer = tokenizers[kind]
+    first, second = tokenizer.encode("Once upon a time, "), tokenizer.encode("Lily 😀 ran.")
+    decoder = StreamDecoder(tokenizer)
+    pieces = [decoder.push(i) for i in first] + [decoder.flush()]
+    pieces += [decoder.push(i) for i in second] + [decoder.flush()]
+    assert "".join(pieces) == tokenizer.decode(first + second)
