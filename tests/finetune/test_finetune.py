@@ -55,6 +55,10 @@ def test_only_adapter_parameters_require_grad(finetuned):
     }
     assert optimized == {id(p) for p in model.parameters() if p.requires_grad}
     assert finetuned.finetuner.parameter_summary().startswith("trainable ")
+    # MFU counts no weight gradients for the frozen matmuls: 4 FLOPs per weight instead of 6
+    finetuner = finetuned.finetuner
+    full = finetuner.model.flops_per_token(finetuner.config.model.block_size)
+    assert 4 / 6 * full < finetuner.flops_per_token < 0.8 * full
 
 
 def test_base_weights_are_bitwise_unchanged(finetuned, base_run):

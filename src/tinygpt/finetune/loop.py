@@ -88,8 +88,13 @@ class Finetuner(Trainer):
         self.base_info = base_info
         # config: of the new run (the merged model's shape, the new data)
         super().__init__(config, run_dir, prepared, model=model)
-        # frozen weights need no weight gradient: 4 FLOPs per weight and token, not 6
-        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad and p.dim() > 1)
+        # a frozen matmul weight needs no gradient of its own: 4 FLOPs per weight and token
+        # (forward, and the gradient of its input), not the 6 that flops_per_token counts
+        frozen = sum(
+            m.weight.numel()
+            for m in model.modules()
+            if isinstance(m, nn.Linear) and not m.weight.requires_grad
+        )
         self.flops_per_token -= 2.0 * frozen
 
     def parameter_summary(self) -> str:
