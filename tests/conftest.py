@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tinygpt.tokenizers.bpe import BPETokenizer
+from tinygpt.tokenizers.sentencepiece_bpe import SentencePieceTokenizer
 
 # <repo>/../shared/data: real corpora kept outside the repository
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -58,3 +62,38 @@ def small_text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("text") / "shakespeare_head.txt"
     path.write_text(read_source("tinyshakespeare").text[:40_000], encoding="utf-8")
     return path
+
+
+# A small synthetic corpus, and the BPE and SentencePiece tokenizers trained on it (in about a
+# second), shared by the tokenizer and export tests.
+VOCABULARY = (
+    "once upon a time there was little girl named Lily she loved to play in the park with her "
+    "dog Max one day they found big red ball and ran home happy mom said you are good friends "
+    "café naïve über straße 日本語 привет 😀 🚀 ❤️ 1 22 333 2024 don't it's we'll"
+)
+
+
+@pytest.fixture(scope="session")
+def training_documents() -> list[str]:
+    """About 150 kB of story-like documents with paragraphs, accents, CJK and emoji."""
+    rng = random.Random(0)
+    words = VOCABULARY.split()
+
+    def sentence() -> str:
+        chosen = rng.choices(words, k=rng.randint(4, 12))
+        return " ".join(chosen).capitalize() + rng.choice([".", "!", "?", ","])
+
+    def paragraph() -> str:
+        return " ".join(sentence() for _ in range(rng.randint(2, 6)))
+
+    return ["\n\n".join(paragraph() for _ in range(rng.randint(1, 4))) for _ in range(400)]
+
+
+@pytest.fixture(scope="session")
+def bpe(training_documents: list[str]) -> BPETokenizer:
+    return BPETokenizer.train(iter(training_documents), vocab_size=500)
+
+
+@pytest.fixture(scope="session")
+def spiece(training_documents: list[str]) -> SentencePieceTokenizer:
+    return SentencePieceTokenizer.train(iter(training_documents), vocab_size=500)

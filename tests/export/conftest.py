@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,11 +18,6 @@ from tinygpt.train.checkpoint import create_run_dir, save_checkpoint
 SAMPLE_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll: Speak, speak!"
 TINY = {"block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 32, "dropout": 0.0}
 
-VOCABULARY = (
-    "once upon a time there was little girl named Lily she loved to play in the park with her "
-    "dog Max one day they found big red ball café naïve über 日本語 привет 😀 1 22 333 don't"
-)
-
 MakeRun = Callable[..., tuple[Path, GPT, Tokenizer]]
 
 
@@ -36,19 +30,6 @@ def random_gpt(config: ModelConfig, seed: int = 0) -> GPT:
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     return model.eval()
-
-
-@pytest.fixture(scope="session")
-def training_documents() -> list[str]:
-    """About 60 kB of story-like text with accents, CJK, emoji and digits, for BPE and
-    SentencePiece tokenizers that train in well under a second."""
-    rng = random.Random(0)
-    words = VOCABULARY.split()
-
-    def sentence() -> str:
-        return " ".join(rng.choices(words, k=rng.randint(4, 12))).capitalize() + rng.choice(".!?,")
-
-    return ["  ".join(sentence() for _ in range(rng.randint(2, 8))) + "\n\n" for _ in range(300)]
 
 
 @pytest.fixture

@@ -43,16 +43,6 @@ def assert_same_ids(tokenizer: Tokenizer, hf: PreTrainedTokenizerBase, text: str
 
 
 @pytest.fixture(scope="module")
-def bpe(training_documents: list[str]) -> BPETokenizer:
-    return BPETokenizer.train(training_documents, vocab_size=400)
-
-
-@pytest.fixture(scope="module")
-def spiece(training_documents: list[str]) -> SentencePieceTokenizer:
-    return SentencePieceTokenizer.train(iter(training_documents), vocab_size=400)
-
-
-@pytest.fixture(scope="module")
 def hf_spiece(spiece: SentencePieceTokenizer, tmp_path_factory) -> PreTrainedTokenizerBase:
     return write_hf_tokenizer(spiece, tmp_path_factory.mktemp("spiece"))
 

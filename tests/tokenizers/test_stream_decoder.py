@@ -17,11 +17,16 @@ KINDS = ["char", "bpe", "sentencepiece", "gpt2"]
 
 
 @pytest.fixture(scope="module")
-def tokenizers(training_documents: list[str], shared_data: Path) -> dict[str, Tokenizer]:
+def tokenizers(
+    training_documents: list[str],
+    bpe: BPETokenizer,
+    spiece: SentencePieceTokenizer,
+    shared_data: Path,
+) -> dict[str, Tokenizer]:
     return {
         "char": CharTokenizer.train("".join(training_documents[:50])),
-        "bpe": BPETokenizer.train(iter(training_documents), vocab_size=400),
-        "sentencepiece": SentencePieceTokenizer.train(iter(training_documents), vocab_size=400),
+        "bpe": bpe,
+        "sentencepiece": spiece,
         "gpt2": GPT2Tokenizer.load(str(shared_data / "gpt2_bpe")),
     }
 
@@ -48,3 +53,24 @@ def test_a_flush_midway_then_more_ids_still_join(tokenizers, kind):
     pieces = [decoder.push(i) for i in first] + [decoder.flush()]
     pieces += [decoder.push(i) for i in second] + [decoder.flush()]
     assert "".join(pieces) == tokenizer.decode(first + second)
+
+
+@pytest.mark.parametrize("kind", ["bpe", "sentencepiece", "gpt2"])
+def test_a_character_split_across_byte_tokens_is_never_released_in_part(tokenizers, kind):
+    tokenizer = tokenizers[kind]
+    text = "Tea 🫖 and 😀🚀, naïve 日本語 ❤️ ẞ!"  # 🫖 and ẞ are not in the small vocabularies
+    ids = tokenizer.encode(text)
+    assert len(ids) > len(text.split())  # some characters take several byte tokens
+    pieces = stream(tokenizer, ids)
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=100, deadline=None)
+@given(text=st.text())
+def test_pieces_of_encoded_text_join_to_the_text(tokenizers, kind, text):
+    tokenizer = tokenizers[kind]
+    if kind == "char":
+        text = "".join(c for c in text if c in tokenizer.chars)  # its vocabulary only
+    assert "".join(stream(tokenizer, tokenizer.encode(text))) == text
