@@ -198,7 +198,7 @@ def test_eight_concurrent_streaming_clients_all_finish(client: openai.OpenAI):
 
 
 def test_a_client_that_leaves_mid_stream_frees_the_worker(
-    client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+    client: openai.OpenAI, server: str, caplog: pytest.LogCaptureFixture
 ):
     Slowdown.seconds = 0.05  # 60 tokens would take 3 s
     try:
@@ -207,6 +207,8 @@ def test_a_client_that_leaves_mid_stream_frees_the_worker(
                 model=MODEL, prompt="Hi", max_tokens=60, stream=True, stop=[]
             )
             next(iter(stream))
+            health = httpx.get(f"{server}/health").json()
+            assert (health["running"], health["waiting"]) == (1, 0)
             stream.close()
             after = client.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
     finally:
