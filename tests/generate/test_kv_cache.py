@@ -106,3 +106,19 @@ def test_float16_decoding_weights_stay_close_to_float32(model):
     exact, half = logits[torch.float32], logits[torch.float16]
     assert half.dtype == torch.float32 and not torch.equal(half, exact)
     torch.testing.assert_close(half, exact, rtol=0, atol=1e-2 * exact.abs().max().item())
+
+
+def test_a_sequence_joining_a_stepped_batch_gets_the_logits_of_a_fresh_batch(model):
+    prompts = [[5, 9, 2, 8, 1, 7], [3, 4]]
+    decoder = BatchDecoder(model, prompts)
+    for token in (6, 11):  # two steps, so the cache holds more than the joining prompt
+        decoder.next_logits()
+        decoder.push(torch.tensor([token, token]))
+    joining = [10, 12, 14, 16]
+    assert decoder.join(joining)
+    contexts = [*([*p, 6, 11] for p in prompts), joining]
+    expected = BatchDecoder(model, contexts).next_logits()
+    torch.testing.assert_close(decoder.next_logits(), expected, rtol=1e-5, atol=1e-5)
+    too_long = list(range(1, 20))  # longer than the 9 cached slots: the caller must rebuild
+    decoder.push(torch.tensor([1, 2, 3]))
+    assert not decoder.join(too_long)

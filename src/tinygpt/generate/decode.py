@@ -81,6 +81,31 @@ class BatchDecoder:
         if self._pending is not None:
             self._pending = torch.cat((self._pending, column), dim=1)
 
+    @torch.inference_mode()
+    def join(self, sequence: Sequence[int]) -> bool:
+        """Add a sequence to the batch without re-encoding the others. Its tokens but the last
+        are encoded alone and their keys and values placed in the last slots of the shared
+        cache (left padding); the last becomes its pending token, like every row's newest one.
+        Returns False where that cannot be done (no cache, or one not stepped yet, or a
+        sequence longer than what is cached): the caller builds a new decoder instead."""
+        if self.cache is None or self._pending_count() != 1 or not sequence:
+            return False
+        length, head = self.cache.length, list(sequence[:-1])
+        if len(head) > length:
+            return False
+        alone = self.model.new_cache(1, capacity=self.cache.capacity)
+        if head:
+            with decoding_weights(self.precision):
+                self.model(torch.tensor([head], device=self.device), True, alone)
+        start = length - len(head)
+        self.cache.add_row(alone, start)
+        row = torch.full((1, length + 1), PAD_ID, dtype=torch.long, device=self.device)
+        row[0, start:] = torch.as_tensor(sequence, device=self.device)
+        self.tokens = torch.cat((self.tokens, row))
+        self.first_slot = torch.cat((self.first_slot, self.first_slot.new_tensor([start])))
+        self._pending = self.tokens[:, -1:]
+        return True
+
     def reorder(self, indices: Tensor) -> None:
         """Keep sequences `indices` in that order (beam search)."""
         indices = indices.to(self.device)

@@ -345,8 +345,9 @@ class BatchedGeneration:
     """Generations decoded as one left-padded batch, one token for each per step.
 
     All rows read weights in one precision (the first row's settings decide; `accepts` tells
-    whether another generation can join). Rows leave when they finish (`step`) or are dropped;
-    joining re-encodes the batch at the next step."""
+    whether another generation can join). Rows leave when they finish (`step`) or are dropped.
+    A joining row's prompt is encoded alone into the shared cache (`BatchDecoder.join`); only a
+    prompt longer than the batch's context so far makes the whole batch re-encode."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, precision: str) -> None:
         self.model = model
@@ -364,7 +365,8 @@ class BatchedGeneration:
             raise ValueError("a batch decodes in one precision")
         if not generation.finished:
             self.rows.append(generation)
-            self._decoder = None
+            if self._decoder is not None and not self._decoder.join(generation.prompt_ids):
+                self._decoder = None  # re-encode every row at the next step
 
     def drop(self, generation: Generation) -> None:
         """Leave the batch unfinished (its client went away)."""

@@ -124,6 +124,24 @@ class KVCache:
         itself = key_slots.view(1, -1) == query_slots.view(-1, 1)  # (count, keys)
         return ((causal.unsqueeze(0) & own.unsqueeze(1)) | itself.unsqueeze(0)).unsqueeze(1)
 
+    def add_row(self, other: KVCache, start: int) -> None:
+        """Append the one sequence of `other` as a new row: its slots [0, other.length) land at
+        [start, start + other.length), so it ends where this cache ends; the slots before are
+        padding (its first_slot is `start`)."""
+        if other.batch != 1 or start + other.length != self.length:
+            raise ValueError("add_row takes one sequence that ends where this cache ends")
+        end = start + other.length
+        for layer, new in zip(self.layers, other.layers, strict=True):
+            for name in ("keys", "values", "local_keys"):
+                mine: Tensor | None = getattr(layer, name)
+                if mine is None:
+                    continue
+                row = torch.zeros_like(mine[:1])
+                row[:, :, start:end] = getattr(new, name)[:, :, : other.length]
+                setattr(layer, name, torch.cat((mine, row)))
+        slot = torch.tensor([start], device=self.first_slot.device)
+        self.first_slot = torch.cat((self.first_slot, slot))
+
     def reorder(self, indices: Tensor) -> None:
         """Keep sequences `indices` (B_new,) in that order: beam search's survivors."""
         for layer in self.layers:
