@@ -7,9 +7,9 @@ and, once exhausted, tells why it stopped (`finish_reason`) and how many tokens 
 Both run on `BatchedGeneration`, which the server uses directly: a batch of `Generation`s (one
 prompt each, each with its own settings and random stream) that advances every one of them by
 a token per step. A generation leaves the batch when it finishes, and a new one may join
-between steps: the batch is then re-encoded from every row's tokens, one prefill, as when the
-context slides. So requests that arrive while others are being answered share the model's
-steps instead of waiting for them to end.
+between steps: its prompt is encoded alone into the shared KV cache (the batch re-encodes
+only when the prompt is longer than what the batch has cached). So requests that arrive while
+others are being answered share the model's steps instead of waiting for them to end.
 """
 
 from __future__ import annotations
