@@ -151,8 +151,8 @@ class GenerationWorker:
         With nothing running, wait for the next job."""
         room = self.max_batch - len(self._running)
         if not self._running and self._held_back:  # the batch is empty: its precision is free
-            arrivals, self._held_back = self._held_back[:room], self._held_back[room:]
-            return arrivals
+            resumed, self._held_back = self._held_back[:room], self._held_back[room:]
+            return resumed
         arrivals: list[Job] = []
         while len(arrivals) < room:
             try:
