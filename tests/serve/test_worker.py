@@ -112,3 +112,24 @@ def test_a_request_joins_a_running_batch_and_gets_what_it_gets_alone(monkeypatch
     assert worker.peak_batch == 2
     assert worker_text(events) == alone(worker, first_prompt, first)
     assert worker_text(late_events) == alone(worker, late_prompt, late)
+
+
+def test_a_request_in_another_precision_waits_for_the_batch_to_empty():
+    worker = make_worker(max_waiting=8)
+    requests = [
+        ([0, 1], GenerationSettings(max_new_tokens=5, seed=1, precision="float32")),
+        ([2, 1], GenerationSettings(max_new_tokens=5, seed=2, precision="float16")),
+        ([1, 0], GenerationSettings(max_new_tokens=5, seed=3, precision="float32")),
+    ]
+
+    async def run() -> list[list[object]]:
+        jobs = [worker.submit(prompt, settings) for prompt, settings in requests]
+        worker.start()
+        results = [[event async for event in job.stream()] for job in jobs]
+        worker.stop()
+        return results
+
+    results = asyncio.run(run())
+    assert worker.peak_batch == 2  # the two float32 requests; the float16 one ran after them
+    for events, (prompt, settings) in zip(results, requests, strict=True):
+        assert worker_text(events) == alone(worker, prompt, settings)
