@@ -128,6 +128,8 @@ def test_plot_writes_a_png(capsys, trained_run):
         (["sample", "{tmp}/no-run"], ["does not exist"]),
         (["sample", "{tmp}"], ["not a tinygpt run"]),
         (["plot", "{tmp}/no-run"], ["does not exist"]),
+        (["serve", "{tmp}", "--max-batch", "0"], ["--max-batch 0"]),
+        (["sample", "{tmp}", "--precision", "int8"], ["--precision", "'int8'"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, fragments):
