@@ -59,6 +59,21 @@ def alone(worker: GenerationWorker, prompt: list[int], settings: GenerationSetti
     return text, Finished(stream.finish_reason, len(prompt), stream.completion_tokens)
 
 
+def serve_all(
+    worker: GenerationWorker, requests: list[tuple[list[int], GenerationSettings]]
+) -> list[list[object]]:
+    """Queue every request, then start the worker; each request's events, in order."""
+
+    async def run() -> list[list[object]]:
+        jobs = [worker.submit(prompt, settings) for prompt, settings in requests]
+        worker.start()
+        results = [[event async for event in job.stream()] for job in jobs]
+        worker.stop()
+        return results
+
+    return asyncio.run(run())
+
+
 REQUESTS = [  # (prompt ids, settings): different lengths, settings and stops
     ([0, 1, 2], GenerationSettings(max_new_tokens=9, seed=1)),
     ([2], GenerationSettings(max_new_tokens=4, temperature=0)),
@@ -69,15 +84,7 @@ REQUESTS = [  # (prompt ids, settings): different lengths, settings and stops
 @pytest.mark.parametrize("max_batch", [8, 1])
 def test_waiting_requests_share_a_batch_up_to_max_batch_each_as_if_alone(max_batch):
     worker = make_worker(max_waiting=8, max_batch=max_batch)
-
-    async def run() -> list[list[object]]:
-        jobs = [worker.submit(prompt, settings) for prompt, settings in REQUESTS]
-        worker.start()
-        results = [[event async for event in job.stream()] for job in jobs]
-        worker.stop()
-        return results
-
-    results = asyncio.run(run())
+    results = serve_all(worker, REQUESTS)
     assert worker.peak_batch == min(max_batch, len(REQUESTS))
     for events, (prompt, settings) in zip(results, REQUESTS, strict=True):
         assert worker_text(events) == alone(worker, prompt, settings)
@@ -121,15 +128,7 @@ def test_a_request_in_another_precision_waits_for_the_batch_to_empty():
         ([2, 1], GenerationSettings(max_new_tokens=5, seed=2, precision="float16")),
         ([1, 0], GenerationSettings(max_new_tokens=5, seed=3, precision="float32")),
     ]
-
-    async def run() -> list[list[object]]:
-        jobs = [worker.submit(prompt, settings) for prompt, settings in requests]
-        worker.start()
-        results = [[event async for event in job.stream()] for job in jobs]
-        worker.stop()
-        return results
-
-    results = asyncio.run(run())
+    results = serve_all(worker, requests)
     assert worker.peak_batch == 2  # the two float32 requests; the float16 one ran after them
     for events, (prompt, settings) in zip(results, requests, strict=True):
         assert worker_text(events) == alone(worker, prompt, settings)
