@@ -39,6 +39,7 @@ from torch import Tensor
 from tinygpt.config import ModelConfig
 from tinygpt.model.gpt import GPT
 from tinygpt.presets import baseline_tinystories, hybrid_tinystories
+from tinygpt.train.memory import saved_for_backward
 
 CHAR_VOCAB = 74  # the character vocabulary of the TinyStories slice in shared/data
 VARIANTS: dict[str, Callable[[], ModelConfig]] = {
@@ -68,28 +69,18 @@ def kept_for_backward(model: GPT, idx: Tensor) -> int:
     """Bytes held from the end of forward to backward, each storage counted once. Inside a
     checkpointed block the hooks see nothing (the block saves nothing); its input, which
     checkpoint keeps to rerun the block, is counted by a pre-hook instead."""
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def count(tensor: Tensor) -> Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    handles = []
-    if model.gradient_checkpointing:
+    with saved_for_backward(model) as saved:
         handles = [
-            block.register_forward_pre_hook(lambda module, args: count(args[0]))
+            block.register_forward_pre_hook(lambda module, args: saved.add(args[0]))
             for block in model.blocks
+            if model.gradient_checkpointing
         ]
-    with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
         loss = model.loss(idx, idx)
     for handle in handles:
         handle.remove()
     loss.backward()
     model.zero_grad(set_to_none=True)
-    return sum(seen.values())
+    return saved.total
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 from bench_common import cpu_model, split_choices
-from torch import Tensor
 
 from tinygpt.config import ModelConfig
 from tinygpt.model.gpt import GPT, Block
@@ -45,6 +44,7 @@ from tinygpt.presets import (
     modern_tinystories,
 )
 from tinygpt.runtime import DTYPES, keep_freed_memory_in_process, matmul_flops_by_size
+from tinygpt.train.memory import saved_for_backward
 
 CHAR_VOCAB = 74  # the character vocabulary of the TinyStories slice in shared/data
 DIALOG_VOCAB = 32_000
@@ -120,22 +120,12 @@ def timed(step: Callable[[], None]) -> tuple[float, float]:
 
 
 def activation_bytes(subject: Subject) -> int:
-    """Bytes autograd keeps for backward in one training forward, each storage counted once
-    (parameters excluded: they exist whatever the batch)."""
-    parameters = {p.untyped_storage().data_ptr() for p in subject.model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor: Tensor) -> Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), subject._autocast():
+    """Bytes autograd keeps for backward in one training forward (`tinygpt.train.memory`)."""
+    with saved_for_backward(subject.model) as saved, subject._autocast():
         loss = subject.model.loss(subject.idx, subject.idx)
     loss.backward()
     subject.model.zero_grad(set_to_none=True)
-    return sum(seen.values())
+    return saved.total
 
 
 def kv_cache_bytes(subject: Subject) -> int:

@@ -12,6 +12,7 @@ from torch import Tensor
 from tinygpt.config import apply_overrides
 from tinygpt.model.gpt import GPT
 from tinygpt.train.loop import start_run
+from tinygpt.train.memory import saved_for_backward
 
 VARIANTS = {
     "baseline": {},
@@ -51,19 +52,10 @@ def test_gradients_with_checkpointing_equal_gradients_without(tiny_config, varia
 
 def saved_bytes(model: GPT, idx: Tensor) -> int:
     """Bytes autograd keeps for backward outside the recomputed blocks, each storage once."""
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor: Tensor) -> Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with saved_for_backward(model) as saved:
         loss = model.loss(idx, idx)
     loss.backward()
-    return sum(seen.values())
+    return saved.total
 
 
 def test_checkpointing_keeps_a_fraction_of_the_activations(tiny_config):
