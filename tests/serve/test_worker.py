@@ -132,3 +132,16 @@ def test_a_request_in_another_precision_waits_for_the_batch_to_empty():
     assert worker.peak_batch == 2  # the two float32 requests; the float16 one ran after them
     for events, (prompt, settings) in zip(results, requests, strict=True):
         assert worker_text(events) == alone(worker, prompt, settings)
+
+
+def test_beam_search_runs_alone_between_steps_of_the_batch():
+    worker = make_worker(max_waiting=8)
+    requests = [
+        ([0, 1], GenerationSettings(max_new_tokens=6, seed=1)),
+        ([2, 1], GenerationSettings(max_new_tokens=6, num_beams=3)),
+        ([1, 0], GenerationSettings(max_new_tokens=6, seed=3)),
+    ]
+    results = serve_all(worker, requests)
+    assert worker.peak_batch == 2  # the beam search never joined the batch
+    for events, (prompt, settings) in zip(results, requests, strict=True):
+        assert worker_text(events) == alone(worker, prompt, settings)

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from tinygpt.generate.engine import (
@@ -170,7 +170,7 @@ class GenerationWorker:
         if job.cancelled.is_set():
             return batch
         if job.settings.num_beams > 1:
-            self._guarded(job, self._generate_alone)
+            self._generate_alone(job)
             return batch
         try:
             generation = Generation(self.tokenizer, job.prompt_ids, job.settings)
@@ -223,19 +223,18 @@ class GenerationWorker:
                 )
                 del self._running[generation]
 
-    def _guarded(self, job: Job, run: Callable[[Job], None]) -> None:
+    def _generate_alone(self, job: Job) -> None:
+        """Beam search, which cannot share a batch, runs to its end (or its client's leaving)."""
         try:
-            run(job)
+            stream = stream_text(self.model, self.tokenizer, job.prompt_ids, job.settings)
+            for piece in stream:
+                if job.cancelled.is_set():
+                    log.info("client gone; stopped after %d tokens", stream.completion_tokens)
+                    return
+                job.emit(piece)
         except Exception as err:  # handed to the request: 400 for TinyGPTError, else 500
             log.debug("generation failed", exc_info=True)
             job.emit(err)
-
-    def _generate_alone(self, job: Job) -> None:
-        stream = stream_text(self.model, self.tokenizer, job.prompt_ids, job.settings)
-        for piece in stream:
-            if job.cancelled.is_set():
-                log.info("client gone; stopped after %d tokens", stream.completion_tokens)
-                return
-            job.emit(piece)
+            return
         assert stream.finish_reason is not None  # set once the stream is exhausted
         job.emit(Finished(stream.finish_reason, stream.prompt_tokens, stream.completion_tokens))
