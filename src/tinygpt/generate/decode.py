@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from tinygpt.generate.sampling import apply_repetition_penalty, sample_next_token
+from tinygpt.generate.sampling import apply_repetition_penalty, sample_next_token, without_ids
 from tinygpt.model.gpt import GPT
 from tinygpt.model.kv_cache import KVCache
 from tinygpt.model.linear import decoding_weights
@@ -184,8 +184,7 @@ def sample_tokens(
         if repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, decoder.seen_tokens(), repetition_penalty)
         if step < min_steps and suppressed:
-            logits = logits.clone()
-            logits[:, list(suppressed)] = float("-inf")
+            logits = without_ids(logits, suppressed)
         next_ids = sample_next_token(logits, temperature, top_k, top_p, generator).view(-1)
         decoder.push(next_ids)
         yield next_ids

@@ -24,7 +24,7 @@ from torch import Tensor
 from tinygpt.data.chat_format import EOS
 from tinygpt.errors import DataError
 from tinygpt.generate.decode import BatchDecoder, beam_search, without_padding_ids
-from tinygpt.generate.sampling import apply_repetition_penalty, sample_next_token
+from tinygpt.generate.sampling import apply_repetition_penalty, sample_next_token, without_ids
 from tinygpt.model.gpt import GPT
 from tinygpt.model.linear import PRECISIONS, decoding_dtype
 from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
@@ -293,20 +293,19 @@ class Generation:
 
     @property
     def adjusts_logits(self) -> bool:
-        settings = self.settings
-        suppressing = len(self.generated) < settings.min_new_tokens and bool(self.stop_ids)
-        return settings.repetition_penalty != 1.0 or suppressing
+        return self.settings.repetition_penalty != 1.0 or self._forbids_end
+
+    @property
+    def _forbids_end(self) -> bool:
+        return len(self.generated) < self.settings.min_new_tokens and bool(self.stop_ids)
 
     def adjust(self, logits: Tensor, seen: Tensor) -> Tensor:
         """This row's logits (1, V) with its repetition penalty applied, and end-of-text
         forbidden before min_new_tokens; `seen` (1, L) holds the context's ids, -1 for padding."""
-        settings = self.settings
-        if settings.repetition_penalty != 1.0:
-            logits = apply_repetition_penalty(logits, seen, settings.repetition_penalty)
-        if len(self.generated) < settings.min_new_tokens and self.stop_ids:
-            logits = logits.clone()
-            logits[:, sorted(self.stop_ids)] = float("-inf")
-        return logits
+        penalty = self.settings.repetition_penalty
+        if penalty != 1.0:
+            logits = apply_repetition_penalty(logits, seen, penalty)
+        return without_ids(logits, self.stop_ids) if self._forbids_end else logits
 
     def push(self, token: int) -> str:
         """Take the drawn token; return the text it releases (often "") and finish at an

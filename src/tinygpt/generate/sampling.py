@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -21,6 +21,13 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
         drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def without_ids(logits: Tensor, ids: Iterable[int]) -> Tensor:
+    """A copy of logits (B, V) where `ids` cannot be drawn (end-of-text before min_new_tokens)."""
+    logits = logits.clone()
+    logits[:, sorted(ids)] = float("-inf")
     return logits
 
 
