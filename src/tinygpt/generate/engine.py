@@ -15,7 +15,7 @@ others are being answered share the model's steps instead of waiting for them to
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -92,7 +92,6 @@ class TextStream:
     prompt_tokens: int
     completion_tokens: int = 0
     finish_reason: FinishReason | None = None
-    _stop_ids: set[int] = field(default_factory=set)
 
     def __iter__(self) -> Iterator[str]:
         return self
