@@ -1,9 +1,10 @@
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from cli_helpers import TINY
+from torch import nn
 
 from tinygpt.cli import main
 
@@ -61,3 +62,18 @@ def restore_torch_threads() -> Iterator[None]:
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def randomise_adapters() -> Callable[[nn.Module], None]:
+    """Sets every LoRA tensor to a seeded random value: B starts at zero, which would make every
+    test of a merge or of a saved adapter pass trivially."""
+
+    def randomise(model: nn.Module) -> None:
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if ".lora_" in name:
+                    parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+
+    return randomise

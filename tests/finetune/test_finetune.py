@@ -5,20 +5,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import PeftModel
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from tinygpt.data.prepare import prepare_dataset
 from tinygpt.errors import DataError
+from tinygpt.export.hf import export_hf
+from tinygpt.finetune.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS, RECORD, apply_adapter
 from tinygpt.finetune.loop import Finetuner, start_finetune
-from tinygpt.finetune.lora import (
-    ADAPTER_CONFIG,
-    ADAPTER_DIR,
-    ADAPTER_WEIGHTS,
-    LoraSettings,
-    apply_adapter,
-)
+from tinygpt.finetune.lora import LoraSettings
 from tinygpt.train.checkpoint import load_model_from_run
 from tinygpt.train.loop import TrainResult, read_metrics
+from tinygpt.train.schedule import learning_rate_at
 
 SETTINGS = LoraSettings(r=4, alpha=8.0, targets=("qkv", "proj", "lm_head"), dropout=0.0)
 
@@ -105,7 +104,7 @@ def test_merged_run_equals_base_plus_adapter(finetuned, base_run):
 def test_adapter_directory_holds_only_lora_tensors_and_names_the_base(finetuned, base_run):
     directory = finetuned.result.run_dir / ADAPTER_DIR
     tensors = load_file(directory / ADAPTER_WEIGHTS)
-    info = json.loads((directory / ADAPTER_CONFIG).read_text())
+    info = json.loads((directory / RECORD).read_text())
     assert len(tensors) == 2 * len(info["target_modules"]) == 2 * (2 + 4 + 1)
     assert all(".lora_A." in name or ".lora_B." in name for name in tensors)
     assert sum(t.numel() for t in tensors.values()) < 0.2 * sum(
@@ -114,7 +113,38 @@ def test_adapter_directory_holds_only_lora_tensors_and_names_the_base(finetuned,
     meta = json.loads((base_run / "checkpoints" / "best" / "meta.json").read_text())
     assert info["base_model_sha256"] == meta["files"]["model.safetensors"]["sha256"]
     assert info["base_run"] == str(base_run.resolve())
-    assert (info["r"], info["lora_alpha"]) == (4, 8.0)
+    assert (info["r"], info["lora_alpha"], info["module_names"]) == (4, 8.0, "gpt2")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:peft")  # advice on merging a tied lm_head
+def test_peft_puts_the_adapter_on_the_exported_base_run(finetuned, base_run, tmp_path):
+    """The adapter as peft saves one: on the base run's `tinygpt export`, it gives the merged
+    fine-tuned run's logits."""
+    hf_model = AutoModelForCausalLM.from_pretrained(export_hf(base_run, tmp_path / "hf").directory)
+    adapter_dir = finetuned.result.run_dir / ADAPTER_DIR
+    tuned = PeftModel.from_pretrained(hf_model.eval(), adapter_dir).eval()
+    merged, _, config = load_model_from_run(finetuned.result.run_dir, "best")
+    idx = torch.randint(
+        config.model.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        assert (tuned(idx).logits - merged(idx)).abs().max() < 1e-4
+
+
+def test_a_short_finetune_fits_the_base_runs_warmup(base_run, new_text, tmp_path, finetune_fields):
+    """The base run warms up over 100 steps: kept, a 50-step fine-tune would never reach its
+    peak learning rate."""
+    fields = {name: value for name, value in finetune_fields.items() if name != "warmup_iters"}
+    fields["max_iters"] = "50"
+    base_warmup = json.loads((base_run / "config.json").read_text())["train"]["warmup_iters"]
+    assert base_warmup == 100
+    finetuner = start_finetune(base_run, tmp_path / "fitted", str(new_text), SETTINGS, fields)
+    train = finetuner.config.train
+    assert train.warmup_iters == 5  # a tenth of max_iters
+    assert learning_rate_at(train.warmup_iters, train) == pytest.approx(train.learning_rate)
+    given = {**fields, "warmup_iters": "20"}
+    finetuner = start_finetune(base_run, tmp_path / "given", str(new_text), SETTINGS, given)
+    assert finetuner.config.train.warmup_iters == 20
 
 
 def test_the_new_run_holds_its_data_tokenized_with_the_base_tokenizer(finetuned, base_run):

@@ -35,6 +35,7 @@ def test_finetune_then_sample_and_eval_the_new_run(
     trainable, total = (int(summary.group(i).replace(",", "")) for i in (1, 2))
     # rank 4 on qkv (32 -> 96), attn.proj (32 -> 32), fc (32 -> 128) of 2 blocks
     assert trainable == 2 * 4 * ((32 + 96) + (32 + 32) + (32 + 128)) and trainable < total
+    assert "LoRA r=4 on 6 modules: blocks.{0,1}.attn.qkv, blocks.{0,1}.attn.proj, " in out
     assert "finished at step 30" in out and f"tinygpt sample {out_dir}" in out
     assert (out_dir / "adapter" / "adapter_model.safetensors").is_file()
     config = json.loads((out_dir / "config.json").read_text())
@@ -59,10 +60,9 @@ def test_finetune_then_sample_and_eval_the_new_run(
         (
             ["--lora-targets", "q_proj,v_proj"],
             [
-                "q_proj,v_proj match no Linear module",
-                "blocks.N.attn.qkv",
-                "blocks.N.mlp.fc",
-                "lm_head",
+                "q_proj,v_proj match no Linear module; give names such as qkv, proj, fc, lm_head",
+                "blocks.{0,1}.attn.qkv",
+                "blocks.{0,1}.mlp.fc",
             ],
         ),
         (["--lora-r", "0"], ["--lora-r 0 must be greater than 0"]),

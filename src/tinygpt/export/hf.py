@@ -222,6 +222,26 @@ def to_hf_tensors(model: GPT, architecture: Architecture) -> dict[str, Tensor]:
     return tensors
 
 
+@dataclass(frozen=True)
+class HFModule:
+    """The transformers modules that hold one of our modules."""
+
+    names: tuple[str, ...]  # several: our fused matrix is theirs stacked by rows
+    rows: tuple[int, ...] = ()  # with several: the output rows of each
+
+
+def hf_modules(config: ModelConfig, architecture: Architecture) -> dict[str, HFModule]:
+    """Our modules with a weight, by name -> where the exported model holds them: the names a
+    LoRA adapter of the exported model is keyed by. `lm_head` is named even when tied (it is
+    then a transformers Linear sharing the embedding's matrix)."""
+    modules = {"lm_head": HFModule(("lm_head",))}
+    for entry in _tensor_map(config, architecture):
+        if entry.ours.endswith(".weight"):
+            theirs = tuple(name.removesuffix(".weight") for name in entry.theirs)
+            modules[entry.ours.removesuffix(".weight")] = HFModule(theirs, entry.rows)
+    return modules
+
+
 def from_hf_tensors(
     tensors: dict[str, Tensor], config: ModelConfig, architecture: Architecture, source: Path
 ) -> dict[str, Tensor]:

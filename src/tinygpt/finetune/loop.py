@@ -10,7 +10,7 @@ The new run is a normal tinygpt run, so `sample`, `chat`, `eval` and export read
       run.json  config.json  tokenizer.json (the base run's)  metrics.jsonl
       data/                      the new text, tokenized with the base run's tokenizer
       checkpoints/step-N/        the merged weights W + (alpha / r) B A, at every evaluation
-      adapter/                   the best adapter alone: adapter_model.safetensors, adapter.json
+      adapter/                   the best adapter alone, in peft's layout (finetune/adapter.py)
 
 Each checkpoint's train_state.pt also holds that step's adapter and its optimizer state, and a
 full-model optimizer state, so `tinygpt train --resume NEW_RUN_DIR` continues from the merged
@@ -29,19 +29,20 @@ from typing import Any
 from torch import nn
 
 from tinygpt.atomic_files import fsync_directory
-from tinygpt.config import RunConfig, all_fields, apply_overrides, config_from_dict
+from tinygpt.config import RunConfig, TrainConfig, all_fields, apply_overrides, config_from_dict
 from tinygpt.data.prepare import PreparedData, load_prepared
 from tinygpt.errors import CheckpointError, ConfigError, DataError
+from tinygpt.finetune.adapter import log_module_names, module_names_for, save_adapter
 from tinygpt.finetune.data import prepare_with_tokenizer
 from tinygpt.finetune.lora import (
     LoraSettings,
     adapter_state_dict,
     add_lora,
+    describe_adapted,
     describe_parameters,
     merged_model,
     merged_model_config,
     resolve_targets,
-    save_adapter,
 )
 from tinygpt.model.gpt import GPT
 from tinygpt.runtime import seed_everything, setup_runtime
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 # these decide the token ids, which must stay the base run's
 TOKENIZER_FIELDS = ("tokenizer", "tokenizer_vocab_size", "gpt2_bpe_dir", "unknown_chars")
 SCHEDULE_LENGTH_FIELDS = ("lr_decay_iters", "restart_iters")  # 0: over the run's max_iters
+WARMUP_SHARE = 0.1  # the most of a fine-tuning run's steps its default warm-up takes
 
 
 class Finetuner(Trainer):
@@ -86,6 +88,8 @@ class Finetuner(Trainer):
         self.settings = settings
         self.adapted = adapted
         self.base_info = base_info
+        self.module_names = module_names_for(config.model)  # the exported model's, if any
+        log_module_names(self.module_names)
         # config: of the new run (the merged model's shape, the new data)
         super().__init__(config, run_dir, prepared, model=model)
         # a frozen matmul weight needs no gradient of its own: 4 FLOPs per weight and token
@@ -98,9 +102,10 @@ class Finetuner(Trainer):
         self.flops_per_token -= 2.0 * frozen
 
     def parameter_summary(self) -> str:
-        """`trainable 12,288 of 812,000 parameters (1.51%): LoRA r=8 on 4 modules`"""
-        modules = len(self.adapted)
-        return f"{describe_parameters(self.model)}: LoRA r={self.settings.r} on {modules} modules"
+        """`trainable 12,288 of 812,000 parameters (1.51%): LoRA r=8 on 4 modules:
+        blocks.{0,1}.attn.qkv, blocks.{0,1}.attn.proj`: every adapted module, so a target that
+        matched more than was meant shows."""
+        return f"{describe_parameters(self.model)}: {describe_adapted(self.settings, self.adapted)}"
 
     def save(self, is_best: bool = False) -> Path:
         """The merged model as this step's checkpoint; the adapter alone too when it is the
@@ -113,7 +118,9 @@ class Finetuner(Trainer):
         )  # fmt: skip
         if is_best:
             info = {**self.base_info, "step": self.progress.step, "val_loss": extra["val_loss"]}
-            save_adapter(self.run_dir, self.model, self.settings, self.adapted, info)
+            save_adapter(
+                self.run_dir, self.model, self.settings, self.adapted, self.module_names, info
+            )
         return path
 
     def _merged_train_state(self, merged: nn.Module) -> dict[str, Any]:
@@ -144,7 +151,7 @@ def start_finetune(
     learning_rate, ...) over the base run's; the model shape and the tokenizer stay. The decay
     length (lr_decay_iters, restart_iters) is the fine-tuning run's own unless given: the base
     run's would stretch the schedule over the base run's steps; likewise a given max_iters wins
-    over the base run's epochs.
+    over the base run's epochs, and the warm-up is fitted to this run (`fit_warmup`).
 
     Mistakes the user can fix (a missing base run, targets that match nothing) fail before any
     data is read or anything is written."""
@@ -172,6 +179,8 @@ def start_finetune(
         data=dataclasses.replace(config.data, source=str(data_dir.resolve())),
         train=steps_for_epochs(config, prepared.train_tokens),
     )
+    if "warmup_iters" not in given:
+        config = dataclasses.replace(config, train=fit_warmup(config.train))
     _check_split_sizes(prepared, config, data_source)
     base_info = _base_identity(base_run, checkpoint)
     run_info = {
@@ -199,6 +208,20 @@ def start_finetune(
     seed_everything(config.train.seed)  # the A matrices start from a seeded draw
     add_lora(model, settings)
     return Finetuner(config, run_dir, prepared, model, settings, adapted, base_info)
+
+
+def fit_warmup(train: TrainConfig) -> TrainConfig:
+    """The base run's warm-up, cut to a tenth of this run's steps: the base run's 100 warm-up
+    steps over a 50-step fine-tune would end it before the learning rate ever reached its peak.
+    An explicit --warmup_iters is kept as given."""
+    warmup = min(train.warmup_iters, int(WARMUP_SHARE * train.max_iters))
+    if warmup != train.warmup_iters:
+        log.info(
+            "warm-up: %d steps (the base run's %d, cut to a tenth of max_iters %d; "
+            "--warmup_iters sets it)",
+            warmup, train.warmup_iters, train.max_iters,
+        )  # fmt: skip
+    return dataclasses.replace(train, warmup_iters=warmup)
 
 
 def _check_overrides(overrides: dict[str, Any]) -> None:

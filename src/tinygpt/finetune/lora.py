@@ -19,33 +19,20 @@ in-place merge into `lm_head` would change the token embedding too).
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
-from peft import __version__ as peft_version
 from peft.tuners.lora import LoraLayer
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
-from tinygpt.atomic_files import write_bytes_atomic, write_text_atomic
 from tinygpt.config import ModelConfig
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.gpt import GPT
-from tinygpt.train.checkpoint import load_weights_into, sha256_of
+from tinygpt.train.checkpoint import load_weights_into
 
 ADAPTER_NAME = "default"  # peft's name for the one adapter we inject
-ADAPTER_DIR = "adapter"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name; keys as peft saves them
-ADAPTER_CONFIG = "adapter.json"
-ADAPTER_FORMAT = "tinygpt-lora-adapter"
-ADAPTER_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -54,7 +41,7 @@ class LoraSettings:
 
     r: int = 8  # rank of the update B A
     alpha: float = 16.0  # the update is scaled by alpha / r
-    targets: tuple[str, ...] = ("qkv", "proj")  # module names or name suffixes, e.g. attn.proj
+    targets: tuple[str, ...] = ("qkv", "proj")  # dotted name endings; proj: attn and mlp
     dropout: float = 0.05  # on the adapter's input only
 
     def __post_init__(self) -> None:
@@ -88,30 +75,57 @@ def linear_module_names(model: nn.Module) -> list[str]:
 
 
 def resolve_targets(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
-    """The full names of the Linear modules that `targets` name, exactly or as a dotted suffix
-    (peft's own rule): `proj` is every attn.proj and mlp.proj, `attn.proj` only the former."""
+    """The full names of the Linear modules that `targets` name. A target matches a module
+    whose dotted name ends with the target's whole components (peft's own rule): `attn.proj`
+    is every block's attention output, `mlp.proj` the MLP's, and a bare `proj` both; `roj`
+    matches nothing. `describe_adapted` lists what matched, so a broad target is never silent."""
     available = linear_module_names(model)
-
-    def matches(name: str, target: str) -> bool:
-        return name == target or name.endswith("." + target)
-
-    unmatched = [t for t in targets if not any(matches(name, t) for name in available)]
+    unmatched = [t for t in targets if not any(_ends_with_components(n, t) for n in available)]
     if unmatched:
+        endings = dict.fromkeys(name.rpartition(".")[2] for name in available)
         raise ConfigError(
             f"--lora-targets {','.join(unmatched)} "
-            f"{'matches' if len(unmatched) == 1 else 'match'} no Linear module; the model's are: "
-            f"{describe_module_names(available)}"
+            f"{'matches' if len(unmatched) == 1 else 'match'} no Linear module; give names such "
+            f"as {', '.join(endings)}, or dotted endings of the model's Linear modules: "
+            f"{group_module_names(available)}"
         )
-    return [name for name in available if any(matches(name, t) for t in targets)]
+    return [name for name in available if any(_ends_with_components(name, t) for t in targets)]
 
 
-def describe_module_names(names: list[str]) -> str:
-    """`blocks.0.attn.qkv, blocks.1.attn.qkv, lm_head` -> `blocks.N.attn.qkv, lm_head (N = 0-1)`:
-    one line, however deep the model."""
-    patterns = dict.fromkeys(re.sub(r"^blocks\.\d+\.", "blocks.N.", name) for name in names)
-    blocks = sorted({int(m.group(1)) for n in names if (m := re.match(r"blocks\.(\d+)\.", n))})
-    suffix = f" (N = {blocks[0]}-{blocks[-1]})" if blocks else ""
-    return ", ".join(patterns) + suffix
+def _ends_with_components(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)
+
+
+def group_module_names(names: list[str]) -> str:
+    """`blocks.0.attn.qkv, blocks.1.attn.qkv, lm_head` -> `blocks.{0,1}.attn.qkv, lm_head`:
+    one line, however deep the model (`blocks.{0-11}.mlp.fc`)."""
+    layers: dict[str, list[int]] = {}
+    for name in names:
+        match = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
+        key = match.group(2) if match else name
+        layers.setdefault(key, []).extend([int(match.group(1))] if match else [])
+    return ", ".join(
+        f"blocks.{_index_set(indices)}.{key}" if indices else key for key, indices in layers.items()
+    )
+
+
+def _index_set(indices: list[int]) -> str:
+    """[3] -> `3`; [0, 1] -> `{0,1}`; [0, 1, 2, 5] -> `{0-2,5}`."""
+    if len(indices) == 1:
+        return str(indices[0])
+    runs: list[list[int]] = []
+    for index in sorted(set(indices)):
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    parts = [",".join(map(str, run)) if len(run) < 3 else f"{run[0]}-{run[-1]}" for run in runs]
+    return "{" + ",".join(parts) + "}"
+
+
+def describe_adapted(settings: LoraSettings, adapted: list[str]) -> str:
+    """`LoRA r=8 on 4 modules: blocks.{0,1}.attn.qkv, blocks.{0,1}.attn.proj`"""
+    return f"LoRA r={settings.r} on {len(adapted)} modules: {group_module_names(adapted)}"
 
 
 def add_lora(model: GPT, settings: LoraSettings) -> list[str]:
@@ -213,70 +227,3 @@ def merged_model(model: nn.Module, config: ModelConfig) -> GPT:
     load_weights_into(merged, merged_state_dict(model))
     device = next(model.parameters()).device
     return merged.to(device).eval()
-
-
-# ----------------------------------------------------------------------------------------------
-# Adapter files
-
-
-def save_adapter(
-    run_dir: Path, model: nn.Module, settings: LoraSettings, adapted: list[str], info: dict
-) -> Path:
-    """RUN_DIR/adapter/: the LoRA tensors (safetensors) and adapter.json (settings, base run,
-    sha256 of the tensors). Each file is replaced atomically, tensors first; the sha256 lets a
-    reader refuse a pair caught between the two renames."""
-    directory = run_dir / ADAPTER_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = save_safetensors(adapter_state_dict(model))
-    document = {
-        "format": ADAPTER_FORMAT,
-        "version": ADAPTER_VERSION,
-        "peft_type": "LORA",
-        "peft_version": peft_version,
-        "r": settings.r,
-        "lora_alpha": settings.alpha,
-        "lora_dropout": settings.dropout,
-        "targets": list(settings.targets),
-        "target_modules": adapted,
-        "weights": {"file": ADAPTER_WEIGHTS, "bytes": len(weights), "sha256": sha256_of(weights)},
-        **info,
-    }
-    write_bytes_atomic(directory / ADAPTER_WEIGHTS, weights)
-    write_text_atomic(directory / ADAPTER_CONFIG, json.dumps(document, indent=2) + "\n")
-    return directory
-
-
-def read_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(adapter.json, LoRA tensors) of an adapter directory, checked against each other."""
-    try:
-        document = json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-        data = (directory / ADAPTER_WEIGHTS).read_bytes()
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{directory} is not a tinygpt adapter (no {err.filename})") from None
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{directory / ADAPTER_CONFIG} is unreadable ({err})") from None
-    if not isinstance(document, dict) or document.get("format") != ADAPTER_FORMAT:
-        raise CheckpointError(f"{directory / ADAPTER_CONFIG} is not a tinygpt adapter")
-    if sha256_of(data) != document.get("weights", {}).get("sha256"):
-        raise CheckpointError(
-            f"{directory / ADAPTER_WEIGHTS} does not match the sha256 in {ADAPTER_CONFIG}; "
-            "it was replaced or corrupted"
-        )
-    try:
-        return document, load_safetensors(data)
-    except (SafetensorError, ValueError) as err:
-        raise CheckpointError(f"{directory / ADAPTER_WEIGHTS} cannot be read: {err}") from None
-
-
-def apply_adapter(model: GPT, directory: Path) -> LoraSettings:
-    """Wrap `model` (the base run's) with the adapter saved in `directory`, in place."""
-    document, state = read_adapter(directory)
-    settings = LoraSettings(
-        r=int(document["r"]),
-        alpha=float(document["lora_alpha"]),
-        targets=tuple(document["target_modules"]),
-        dropout=float(document["lora_dropout"]),
-    )
-    add_lora(model, settings)
-    load_adapter_state_dict(model, state)
-    return settings
