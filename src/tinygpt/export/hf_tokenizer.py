@@ -12,10 +12,18 @@ Each export is a `tokenizer.json` that `AutoTokenizer.from_pretrained` loads as 
   (SentencePiece merges the best-scoring pair first), digits split one by one, spaces written as
   U+2581 as SentencePiece does; `tokenizer.model` keeps the original for the way back.
 
+`tokenizer_config.json` holds a Jinja `chat_template` that renders a conversation as `tinygpt
+chat` prompts the model: the dialog format `<s> User: ... <sep> Bot: ... </s>` that dialog runs
+train on, wherever the tokenizer can write its markers, else the `User:`/`Bot:` transcript that
+chat falls back to. `apply_chat_template(..., add_generation_prompt=True)` ends where the reply
+begins (` Bot:`).
+
 Known differences: Hugging Face matches special-token strings ("<|endoftext|>", "<s>") inside
 text, where tinygpt encodes them as ordinary text (the `encode_special_tokens` switch is not saved
 in tokenizer.json); and with SentencePiece a literal U+2581 in the text becomes a space piece, where
-tinygpt encodes its three bytes.
+tinygpt encodes its three bytes. With GPT-2's tokenizer, which has no ids for the dialog markers,
+`apply_chat_template` gives the right text but may merge a space into the marker after it
+(` <`), where tinygpt encodes each piece of a turn apart.
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ import sentencepiece as spm
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
 
+from tinygpt.data.chat_format import BOS, EOS, SEP, TURN_SEPARATOR
 from tinygpt.errors import CheckpointError, ConfigError
+from tinygpt.generate.chat import prompt_format_for
 from tinygpt.tokenizers.base import Tokenizer
 from tinygpt.tokenizers.bpe import BPETokenizer
 from tinygpt.tokenizers.char import REPLACEMENT_CHAR, UNK_TOKEN, CharTokenizer
@@ -52,6 +62,37 @@ GPT2_VOCAB, GPT2_MERGES = "vocab.json", "merges.txt"  # Hugging Face's names for
 GPT2_DIR = "gpt2_bpe"  # an imported gpt2 run keeps OpenAI's files here, under their own names
 CHAR_PATTERN = r"[\s\S]"  # every code point, newlines included ("." would skip them)
 SUPPORTED = "char, bpe, gpt2 and sentencepiece tokenizers written by `tinygpt export`"
+# what goes around each message, as tinygpt.data.chat_format and tinygpt.generate.chat render
+# them: the user's message closes its turn's first half, and the generation prompt opens the reply
+DIALOG_PIECES = {
+    "turn_separator": TURN_SEPARATOR,  # before every user message but the first
+    "user_open": f"{BOS} User: ",
+    "user_close": f" {SEP}",
+    "bot_open": " Bot: ",
+    "bot_close": f" {EOS}",
+    "generation_prompt": " Bot:",
+}
+TRANSCRIPT_PIECES = {
+    "turn_separator": "",
+    "user_open": "User: ",
+    "user_close": "\n",
+    "bot_open": "Bot: ",
+    "bot_close": "\n",
+    "generation_prompt": "Bot:",
+}
+CHAT_TEMPLATE_BODY = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] != ['user', 'assistant'][loop.index0 % 2] -%}"
+    "{{- raise_exception('this model takes user and assistant messages in turn, starting with "
+    "user (no system message)') -}}"
+    "{%- elif message['role'] == 'user' -%}"
+    "{{- ('' if loop.first else turn_separator) + user_open + message['content'] + user_close -}}"
+    "{%- else -%}"
+    "{{- bot_open + message['content'] + bot_close -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- generation_prompt -}}{%- endif -%}"
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +149,7 @@ def export_tokenizer(tokenizer: Tokenizer, model_max_length: int) -> HFTokenizer
         "add_eos_token": False,
         "add_prefix_space": False,
         **roles,
+        "chat_template": chat_template(tokenizer),
     }
     files[TOKENIZER_FILE] = backend.to_str(pretty=True).encode()
     files[CONFIG_FILE] = (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode()
@@ -117,6 +159,17 @@ def export_tokenizer(tokenizer: Tokenizer, model_max_length: int) -> HFTokenizer
         "pad_token_id": backend.token_to_id(roles["pad_token"]) if "pad_token" in roles else None,
     }
     return HFTokenizerFiles(files, special_ids)
+
+
+def chat_template(tokenizer: Tokenizer) -> str:
+    """A Jinja template that renders messages as `tinygpt chat` prompts this tokenizer's model;
+    its pieces are `set` first, so the template reads as the format it writes."""
+    pieces = DIALOG_PIECES if prompt_format_for(tokenizer).is_dialog else TRANSCRIPT_PIECES
+    # json.dumps writes a string literal Jinja reads back the same (quotes and \n escaped)
+    settings = "".join(
+        f"{{%- set {name} = {json.dumps(text)} -%}}" for name, text in pieces.items()
+    )
+    return settings + CHAT_TEMPLATE_BODY
 
 
 def char_backend(tokenizer: CharTokenizer) -> HFTokenizer:
