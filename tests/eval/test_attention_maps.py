@@ -1,12 +1,21 @@
+import itertools
+import logging
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from tinygpt.cli import main
 from tinygpt.config import ModelConfig
 from tinygpt.errors import ConfigError
 from tinygpt.eval.attention_maps import (
+    MAX_LABELLED_TOKENS,
+    context_ids,
+    head_grid,
     layer_attention,
     local_weights,
     parse_layers,
@@ -118,6 +127,74 @@ def test_hybrid_writes_global_local_and_gate_figures(tmp_path: Path):
         f"layer{layer:02d}_{kind}.png" for layer in (0, 1) for kind in ("global", "local", "gate")
     ]
     assert all(p.read_bytes()[:8] == PNG_MAGIC for p in paths)
+
+
+def test_a_prompt_longer_than_the_context_is_cut_with_a_warning(tmp_path: Path, caplog):
+    model, tokenizer = tiny_model()
+    with caplog.at_level(logging.WARNING, logger="tinygpt"):
+        write_attention_maps(model, tokenizer, TEXT, tmp_path, layers=[0])
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert f"the prompt has {len(TEXT)} tokens" in line and "drawing its last 16" in line
+    caplog.clear()
+    assert context_ids(list(range(16)), 16) == list(range(16))  # one that fits: whole, no word
+    assert not caplog.records
+
+
+def sink_weights(heads: int, tokens: int) -> torch.Tensor:
+    """Causal softmax weights whose heads put most of each row on the first token, as trained
+    models' heads do (an attention sink)."""
+    scores = torch.randn(heads, tokens, tokens, generator=torch.Generator().manual_seed(0))
+    scores[..., 0] += 5.0
+    future = torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
+    return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+
+
+def test_the_colour_scale_is_not_set_by_the_first_token():
+    weights = sink_weights(4, 24)
+    figure = head_grid(weights, None, "sink")
+    norm = figure.axes[0].images[0].norm
+    rest = float(weights[..., 1:].max())
+    assert float(weights[..., 0].max()) == 1.0  # the first query sees only the first key
+    assert norm.vmax == pytest.approx(rest) and rest < 0.5
+    assert isinstance(norm, PowerNorm) and norm.gamma == 0.5
+    assert all(ax.images[0].norm is norm for ax in figure.axes[:4])  # one scale per layer
+    plt.close(figure)
+
+
+def visible_tick_labels(figure: Figure) -> list[tuple[list[Text], list[Text]]]:
+    """Each head panel's (x, y) tick labels that show text, after drawing with Agg."""
+    figure.canvas.draw()
+    panels = [ax for ax in figure.axes if ax.images]
+    return [
+        tuple([t for t in labels if t.get_visible() and t.get_text()] for labels in pair)
+        for pair in ((ax.get_xticklabels(), ax.get_yticklabels()) for ax in panels)
+    ]
+
+
+@pytest.mark.parametrize("tokens", [16, 48, MAX_LABELLED_TOKENS])
+def test_token_labels_do_not_overlap(tokens: int):
+    words = ("·once", "·upon", "·a", "·time", "·there", "·wasn't", "\\n", "·extraordinarily")
+    labels = [words[i % len(words)][:10] for i in range(tokens)]  # cut as token_labels cuts
+    figure = head_grid(sink_weights(3, tokens), labels, "labels")  # 2 x 2 panels, one empty
+    renderer = figure.canvas.get_renderer()
+    panels = [ax.get_window_extent(renderer) for ax in figure.axes if ax.images]
+    for index, (x_labels, y_labels) in enumerate(visible_tick_labels(figure)):
+        assert 8 <= len(x_labels) == len(y_labels) <= tokens
+        for axis_labels in (x_labels, y_labels):
+            boxes = [label.get_window_extent(renderer) for label in axis_labels]
+            assert not any(a.overlaps(b) for a, b in itertools.pairwise(boxes))
+            others = [box for other, box in enumerate(panels) if other != index]
+            assert not any(box.overlaps(panel) for box in boxes for panel in others)
+    plt.close(figure)
+
+
+def test_a_prompt_beyond_the_labelled_length_shows_positions():
+    labels = ["·a"] * (MAX_LABELLED_TOKENS + 1)
+    figure = head_grid(sink_weights(1, len(labels)), labels, "positions")
+    ((x_labels, _),) = visible_tick_labels(figure)
+    numbers = [label.get_text().lstrip("\u2212") for label in x_labels]  # matplotlib's minus
+    assert all(number.isdigit() for number in numbers) and len(numbers) < 12
+    plt.close(figure)
 
 
 def test_parse_layers():

@@ -7,10 +7,23 @@ applied, plus the hybrid's local features, and then calls the original. The weig
 recomputed from those inputs: causal softmax(q k^T / sqrt(D)), each key/value head serving its
 group of H / K query heads as in SDPA; for the hybrid also the local branch's band of additive
 weights (drawn as a T x T matrix) and the per-head gate, each in its own picture.
+
+Drawing, for prompts of any length up to the context:
+- Colour: most heads put most of their weight on the first token (an attention sink, Xiao et al.
+  2023, https://arxiv.org/abs/2309.17453), which on a linear scale up to the largest weight
+  leaves everything else dark. The scale therefore tops out at the largest weight outside the
+  first column (the sink saturates, and each head's title gives its share), and is a square-root
+  PowerNorm, so weights ten times smaller still show.
+- Labels: the figure grows with the prompt up to a size limit, and only every k-th token is
+  labelled, k chosen so labels a font height apart fit the axes; beyond MAX_LABELLED_TOKENS the
+  axes show positions.
+- Length: the model sees at most block_size tokens; a longer prompt is cut to its last
+  block_size tokens, and a warning says how many were drawn.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +35,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.axes import Axes
+from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -31,7 +46,21 @@ from tinygpt.model.gpt import GPT
 from tinygpt.model.hybrid_attention import HybridAttention, band_to_dense, local_attention_weights
 from tinygpt.tokenizers.base import Tokenizer
 
-MAX_LABELLED_TOKENS = 48  # more tick labels than this are unreadable; the axes show positions
+log = logging.getLogger(__name__)
+
+MAX_LABELLED_TOKENS = 160  # beyond this, even every k-th token's text is noise: show positions
+MAX_LABEL_CHARS = 10  # a longer token is cut with "…"
+LABEL_FONT_SIZE = 6  # points
+LABEL_PITCH = 1.3 * LABEL_FONT_SIZE / 72  # inches between the centres of two readable labels
+LABEL_CHAR_INCHES = 0.75 * LABEL_FONT_SIZE / 72  # a wide character; most are narrower
+# inches: each head's square of side `panel_inches`, with room around it for what is drawn there
+TICK_ROOM = 0.2  # ticks and their padding, beside the labels
+POSITION_ROOM = 0.55  # numbered positions and the axis label under or beside them
+TITLE_ROOM, GAP, COLORBAR_ROOM, SUPTITLE_ROOM = 0.3, 0.25, 1.0, 0.5
+PANEL_INCHES_PER_TOKEN = 0.07
+MIN_PANEL_INCHES, MAX_PANEL_INCHES = 3.0, 7.0
+MAX_FIGURE_INCHES = 24.0  # per side: several heads of a long prompt stay a viewable image
+COLOUR_GAMMA = 0.5  # square root: a weight of 0.01 is a tenth of the way up, not a hundredth
 
 
 # B batch, T time, H query heads, K key/value heads, D head dim, A local_dim, W window
@@ -154,8 +183,21 @@ def token_labels(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
     for token in ids:
         text = tokenizer.decode([token])
         text = text.replace("\n", "\\n").replace("\t", "\\t").replace(" ", "·")
+        if len(text) > MAX_LABEL_CHARS:
+            text = text[: MAX_LABEL_CHARS - 1] + "…"
         labels.append(text.replace("$", r"\$") or "∅")
     return labels
+
+
+def context_ids(ids: list[int], block_size: int) -> list[int]:
+    """The tokens the model sees: the last block_size, with a warning when that cuts some."""
+    if len(ids) > block_size:
+        log.warning(
+            "the prompt has %d tokens, more than the model's context (block_size %d); drawing "
+            "its last %d",
+            len(ids), block_size, block_size,
+        )  # fmt: skip
+    return ids[-block_size:]
 
 
 def write_attention_maps(
@@ -165,17 +207,18 @@ def write_attention_maps(
     out_dir: Path,
     layers: list[int] | None = None,
 ) -> list[Path]:
-    """PNGs of every chosen layer's attention on `prompt` (its last block_size tokens):
+    """PNGs of every chosen layer's attention on `prompt` (its last block_size tokens, with a
+    warning when that is not all of it):
     layerNN_attention.png for plain attention; for the hybrid layerNN_global.png,
     layerNN_local.png and layerNN_gate.png."""
     ids = tokenizer.encode(prompt)
     if not ids:
         raise DataError("the prompt is empty; give some text to look at")
-    ids = ids[-model.config.block_size :]
+    ids = context_ids(ids, model.config.block_size)
     device = next(model.parameters()).device
     calls = record_attention(model, torch.tensor([ids], dtype=torch.long, device=device))
     chosen = set(range(len(calls)) if layers is None else layers)
-    labels = token_labels(tokenizer, ids) if len(ids) <= MAX_LABELLED_TOKENS else None
+    labels = token_labels(tokenizer, ids)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for call in calls:
@@ -184,14 +227,14 @@ def write_attention_maps(
         attention = layer_attention(call)
         name = f"layer{call.layer:02d}"
         if attention.gate is None:
-            figure = _head_grid(attention.weights, labels, f"layer {call.layer}: attention")
+            figure = head_grid(attention.weights, labels, f"layer {call.layer}: attention")
             written.append(_save(figure, out_dir / f"{name}_attention.png"))
             continue
         gate = attention.gate
         global_title = f"layer {call.layer}: global softmax branch (weight g)"
         written.append(
             _save(
-                _head_grid(attention.weights, labels, global_title, gate),
+                head_grid(attention.weights, labels, global_title, gate),
                 out_dir / f"{name}_global.png",
             )
         )
@@ -199,7 +242,7 @@ def write_attention_maps(
         local_title = f"layer {call.layer}: local additive branch (weight 1 - g)"
         written.append(
             _save(
-                _head_grid(attention.local_weights, labels, local_title, 1 - gate),
+                head_grid(attention.local_weights, labels, local_title, 1 - gate),
                 out_dir / f"{name}_local.png",
             )
         )
@@ -207,35 +250,80 @@ def write_attention_maps(
     return written
 
 
-def _head_grid(
+def head_grid(
     weights: Tensor, labels: list[str] | None, title: str, head_share: Tensor | None = None
 ) -> Figure:
-    """One panel per head: row t is where position t looks (queries down, keys across)."""
+    """One panel per head: row t is where position t looks (queries down, keys across). One
+    colour scale for all heads of the layer, set by `colour_norm`.
+
+    The panels are placed by hand, in inches: each label's room is known from its length, so no
+    layout engine has to measure every label once more before drawing it."""
     H, T, _ = weights.shape
-    top = max(float(weights.max()), 1e-6)  # one colour scale for all heads of the layer
     cols = math.ceil(math.sqrt(H))
     rows = math.ceil(H / cols)
-    panel = 3.6 if labels else 2.8
-    figure, axes = plt.subplots(
-        rows, cols, figsize=(panel * cols, panel * rows + 0.6), dpi=110, squeeze=False
-    )
-    for head, ax in enumerate(axes.flat):
-        if head >= H:
-            ax.axis("off")
-            continue
-        image = ax.imshow(weights[head].numpy(), cmap="viridis", vmin=0.0, vmax=top)
+    side = panel_inches(T, cols, rows)
+    ticks = tick_labels(labels, side) if labels is not None else {}
+    room = label_room(ticks)
+    cell_width, cell_height = room + side + GAP, TITLE_ROOM + side + room
+    width, height = cols * cell_width + COLORBAR_ROOM, rows * cell_height + SUPTITLE_ROOM
+    figure = plt.figure(figsize=(width, height), dpi=110)
+    norm = colour_norm(weights)
+    first_token_share = weights[:, 1:, 0].mean(dim=1) if T > 1 else weights[:, 0, 0]  # (H,)
+    for head in range(H):
+        row, col = divmod(head, cols)
+        left = col * cell_width + room
+        bottom = height - SUPTITLE_ROOM - (row + 1) * cell_height + room
+        ax = figure.add_axes((left / width, bottom / height, side / width, side / height))
+        image = ax.imshow(weights[head].numpy(), cmap="viridis", norm=norm)
         share = "" if head_share is None else f" (share {float(head_share[head]):.2f})"
-        ax.set_title(f"head {head}{share}", fontsize=9)
-        if labels:
-            ax.set_xticks(range(T), labels, rotation=90, fontsize=6)
-            ax.set_yticks(range(T), labels, fontsize=6)
-        else:
-            ax.set_xlabel("key position", fontsize=7)
-            ax.set_ylabel("query position", fontsize=7)
-            ax.tick_params(labelsize=6)
-    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+        sink = f", first token {float(first_token_share[head]):.0%}"
+        ax.set_title(f"head {head}{share}{sink}", fontsize=8)
+        _label_axes(ax, ticks)
+    colorbar = figure.add_axes(((width - 0.75) / width, 0.15, 0.15 / width, 0.7))
+    figure.colorbar(image, cax=colorbar, extend="max")
     figure.suptitle(title)
     return figure
+
+
+def colour_norm(weights: Tensor) -> PowerNorm:
+    """A square-root scale from 0 to the largest weight outside the first key column: the
+    attention sink on the first token saturates instead of darkening every other weight."""
+    rest = weights[..., 1:]  # (H, T, T - 1)
+    top = float(rest.max()) if rest.numel() else float(weights.max())
+    return PowerNorm(COLOUR_GAMMA, vmin=0.0, vmax=max(top, 1e-6))
+
+
+def panel_inches(tokens: int, cols: int, rows: int) -> float:
+    """A head's square: larger for longer prompts, within the figure's size limit."""
+    side = min(max(PANEL_INCHES_PER_TOKEN * tokens, MIN_PANEL_INCHES), MAX_PANEL_INCHES)
+    return min(side, MAX_FIGURE_INCHES / max(cols, rows))
+
+
+def tick_labels(labels: list[str], side: float) -> dict[int, str]:
+    """Position -> label for every k-th token, k the smallest that keeps labels LABEL_PITCH
+    apart along a side of `side` inches; none beyond MAX_LABELLED_TOKENS."""
+    if len(labels) > MAX_LABELLED_TOKENS:
+        return {}
+    stride = math.ceil(len(labels) / max(1, int(side / LABEL_PITCH)))
+    return {position: labels[position] for position in range(0, len(labels), stride)}
+
+
+def label_room(ticks: dict[int, str]) -> float:
+    """Inches beside a panel for its longest label (the same left and below: x labels stand
+    rotated), or for numbered positions."""
+    if not ticks:
+        return POSITION_ROOM
+    return TICK_ROOM + LABEL_CHAR_INCHES * max(len(label) for label in ticks.values())
+
+
+def _label_axes(ax: Axes, ticks: dict[int, str]) -> None:
+    if not ticks:
+        ax.set_xlabel("key position", fontsize=7)
+        ax.set_ylabel("query position", fontsize=7)
+        ax.tick_params(labelsize=LABEL_FONT_SIZE)
+        return
+    ax.set_xticks(list(ticks), list(ticks.values()), rotation=90, fontsize=LABEL_FONT_SIZE)
+    ax.set_yticks(list(ticks), list(ticks.values()), fontsize=LABEL_FONT_SIZE)
 
 
 def _gate_chart(gate: Tensor, layer: int) -> Figure:
