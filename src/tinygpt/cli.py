@@ -259,12 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
         "[--lora-alpha 16] [--lora-targets qkv,proj] [--lora-dropout 0.05] [--checkpoint best] "
         "[--FIELD VALUE ...]",
         description="Train low-rank adapters (peft LoRA) on the Linear modules named by "
-        "--lora-targets (suffixes of blocks.N.attn.qkv, blocks.N.attn.proj, blocks.N.mlp.fc, "
-        "blocks.N.mlp.proj, lm_head), everything else frozen. SOURCE is tokenized with RUN_DIR's "
-        "tokenizer. NEW_RUN_DIR gets the merged model as a normal run (sample, eval, export) and "
-        "the adapter alone in NEW_RUN_DIR/adapter. Training fields (--max_iters, "
+        "--lora-targets, everything else frozen: a target takes every module whose name ends with "
+        "the target's dot-separated parts (blocks.N.attn.qkv, attn.proj, mlp.fc, mlp.proj, "
+        "lm_head; a bare proj is both attn.proj and mlp.proj), and the adapted modules are "
+        "listed. SOURCE is tokenized with RUN_DIR's tokenizer. NEW_RUN_DIR gets the merged model "
+        "as a normal run (sample, eval, export) and the adapter alone in NEW_RUN_DIR/adapter, in "
+        "peft's layout for RUN_DIR's `tinygpt export`. Training fields (--max_iters, "
         "--learning_rate, ...) default to RUN_DIR's, except that the learning rate decays over "
-        "this run's max_iters unless --lr_decay_iters is given.",
+        "this run's max_iters unless --lr_decay_iters is given, and the warm-up is at most a "
+        "tenth of max_iters unless --warmup_iters is given.",
     )
     _add_run_flags(finetune, device=False, run_help="the base run")
     finetune.add_argument(
