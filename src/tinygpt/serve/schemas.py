@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from tinygpt.generate.engine import SEED_RANGE
 
@@ -45,7 +45,8 @@ class SamplingFields(_Request):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)  # OpenAI's range
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     stop: str | list[str] | None = Field(None)
-    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    # an integer torch.Generator takes: not a float or a string of digits, as OpenAI
+    seed: StrictInt | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored, as an end-user id is only for logging
