@@ -181,7 +181,9 @@ def create_app(
             precision=sample.precision,
         )
 
-    async def respond(reply: Reply, ticket: Ticket, body: SamplingFields, request: Request):
+    async def respond(
+        reply: Reply, ticket: Ticket, body: SamplingFields, request: Request
+    ) -> Response:
         if body.stream:
             return _event_stream(reply.chunks(ticket, _includes_usage(body)))
         return JSONResponse(await _collect(reply, ticket, request))
@@ -195,15 +197,14 @@ def create_app(
         echo = bool(body.echo)
         max_tokens = _max_tokens(body.max_tokens, DEFAULT_COMPLETION_TOKENS, echo)
         settings = settings_for(body, max_tokens, _stops(body), body.logprobs)
-        scored = body.logprobs if echo else None
-        choices = [
-            Choice(ids, _seeded(settings, j), scored) for _, ids in prompts for j in range(n)
-        ]
-        writers = [
-            CompletionChoice(token_texts, body.logprobs, text if echo else None, ids)
-            for text, ids in prompts
-            for _ in range(n)
-        ]
+        scored = body.logprobs if echo else None  # with echo, the prompt's logprobs too
+        choices, writers = [], []
+        for text, ids in prompts:  # prompt-major, as OpenAI numbers the choices
+            for j in range(n):
+                choices.append(Choice(ids, _seeded(settings, j), scored))
+                writers.append(
+                    CompletionChoice(token_texts, body.logprobs, text if echo else None, ids)
+                )
         ticket = worker.submit(choices)
         prompt_tokens = sum(len(ids) for _, ids in prompts)
         reply = Reply(
