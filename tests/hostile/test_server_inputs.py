@@ -149,6 +149,13 @@ def test_prompt_token_ids_outside_the_vocabulary_are_a_400(server: str, ids: lis
     assert error["param"] == "prompt"
 
 
+@pytest.mark.parametrize("prompt", [5, [["a"]], [1, "a"], {"text": "Hi"}])
+def test_a_prompt_of_the_wrong_type_is_a_400_naming_the_accepted_forms(server: str, prompt: object):
+    error = error_of(post(server, "completions", {"prompt": prompt}))
+    assert error["param"] == "prompt"  # not pydantic's "prompt.str" for the first form tried
+    assert "str or list[str] or list[int] or list[list[int]]" in error["message"]
+
+
 def test_a_prompt_past_the_most_the_server_reads_is_a_400(server: str):
     error = error_of(post(server, "completions", {"prompt": "a" * 65_537, "max_tokens": 1}))
     assert error["code"] == "context_length_exceeded" and "65536" in error["message"]

@@ -445,7 +445,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _validation_error(errors: Any) -> APIError:
     """The first of pydantic's errors, as one line that names the field."""
     error = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
-    location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    location = _location(error)
+    if union := _union_forms(errors, location):  # a field of several types: name them all
+        param, forms = union
+        return APIError(400, f"{param} has the wrong type; give {' or '.join(forms)}", param)
     param = ".".join(location) or None
     if error.get("type") == "json_invalid":
         return APIError(400, f"the body is not valid JSON ({error.get('msg')})")
@@ -454,6 +457,26 @@ def _validation_error(errors: Any) -> APIError:
     if param is None:
         return APIError(400, f"the body must be a JSON object ({error.get('msg')})")
     return APIError(400, f"{param}: {error.get('msg')}", param)
+
+
+def _location(error: dict[str, Any]) -> list[str]:
+    return [str(part) for part in error.get("loc", ()) if part != "body"]
+
+
+def _union_forms(errors: Any, location: list[str]) -> tuple[str, list[str]] | None:
+    """(field, the forms it accepts) where the first error is in one form of a union field:
+    pydantic puts the form in the location (`prompt.str`, `prompt.list[int].0`), one error per
+    form; None for any other error."""
+    for index, part in enumerate(location):
+        if part in ("str", "int", "float", "bool") or "[" in part:
+            head = location[:index]
+            forms = {
+                other[index]: None
+                for other in map(_location, errors)
+                if other[:index] == head and len(other) > index
+            }
+            return ".".join(head), list(forms)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
