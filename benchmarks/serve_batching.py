@@ -31,7 +31,7 @@ from bench_common import DECODING_MODELS, cpu_model, decoding_model, split_choic
 from tinygpt.generate.engine import GenerationSettings
 from tinygpt.model.gpt import GPT
 from tinygpt.model.linear import decoding_dtype
-from tinygpt.serve.worker import GenerationWorker
+from tinygpt.serve.worker import Choice, Delta, GenerationWorker
 from tinygpt.tokenizers.char import CharTokenizer
 
 
@@ -59,8 +59,8 @@ async def serve(worker: GenerationWorker, prompts: list[list[int]], new_tokens: 
             stop_at_end_of_text=False,
         )  # fmt: skip
         first = None
-        async for event in worker.submit(prompts[index], settings).stream():
-            if first is None and isinstance(event, str):
+        async for _, event in worker.submit([Choice(prompts[index], settings)]).stream():
+            if first is None and isinstance(event, Delta) and event.text:
                 first = time.perf_counter() - submitted
         return first or 0.0, time.perf_counter() - submitted
 

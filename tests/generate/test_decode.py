@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 
 from tinygpt.config import ModelConfig
 from tinygpt.errors import DataError
-from tinygpt.generate.decode import beam_search, sample_tokens
+from tinygpt.generate.decode import (
+    BatchDecoder,
+    beam_search,
+    prompt_logprobs,
+    sample_tokens,
+    without_padding_ids,
+)
 from tinygpt.generate.engine import (
     BatchedGeneration,
     Generation,
@@ -17,9 +23,16 @@ from tinygpt.generate.engine import (
     generate_batch,
     stream_text,
 )
-from tinygpt.generate.sampling import apply_repetition_penalty, filter_logits, sample_next_token
+from tinygpt.generate.sampling import (
+    apply_presence_and_frequency_penalties,
+    apply_repetition_penalty,
+    filter_logits,
+    sample_next_token,
+)
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.char import CharTokenizer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +77,24 @@ def test_repetition_penalty_lowers_only_tokens_already_seen():
     seen = torch.tensor([[0, 1, -1, 0]])  # -1: padding, not a token
     out = apply_repetition_penalty(logits, seen, 2.0)
     torch.testing.assert_close(out, torch.tensor([[1.0, -2.0, 3.0, 0.5]]))
+
+
+def test_openai_penalties_subtract_presence_once_and_frequency_per_count():
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    counts = torch.tensor([[0, 1, 3, 0]])
+    out = apply_presence_and_frequency_penalties(logits, counts, presence=0.5, frequency=0.25)
+    torch.testing.assert_close(out, torch.tensor([[1.0, 1.25, 1.75, 4.0]]))
+
+
+def test_a_generation_applies_openai_penalties_to_its_own_tokens_only(tokenizer):
+    settings = GenerationSettings(5, presence_penalty=1.0, frequency_penalty=0.5)
+    generation = Generation(tokenizer, [1, 1, 1], settings)
+    for token in (2, 2, 3):
+        generation.push(token)
+    seen = torch.tensor([[1, 1, 1, 2, 2, 3]])
+    out = generation.adjust(torch.zeros(1, 6), seen)
+    # token 1 is only in the prompt: not penalised; 2 came twice, 3 once
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.0, -2.0, -1.5, 0.0, 0.0]]))
 
 
 def greedy_ids(model, prompt, steps):
@@ -157,6 +188,8 @@ def test_bad_settings_are_one_line_errors():
         DataError, match="precision='bfloat16' is not one of auto, float16, float32"
     ):
         GenerationSettings(precision="bfloat16")
+    with pytest.raises(DataError, match="presence_penalty=nan must be a finite number"):
+        GenerationSettings(presence_penalty=float("nan"))
     assert math.isfinite(GenerationSettings().temperature)
 
 
@@ -167,8 +200,17 @@ MIXED = {
     "sampled": GenerationSettings(10, temperature=1.0, top_k=5, seed=11),
     "penalised": GenerationSettings(9, temperature=0, repetition_penalty=1.5, min_new_tokens=4),
     "stopped": GenerationSettings(20, temperature=0.7, top_p=0.9, seed=5, stop=("e",)),
+    "openai": GenerationSettings(9, seed=3, presence_penalty=0.5, frequency_penalty=1.5),
+    "logprobs": GenerationSettings(8, top_k=4, seed=4, logprobs=3),
 }
-PROMPTS = {"greedy": "hello", "sampled": "a cat", "penalised": "the the the", "stopped": "xyz"}
+PROMPTS = {
+    "greedy": "hello",
+    "sampled": "a cat",
+    "penalised": "the the the",
+    "stopped": "xyz",
+    "openai": "aaa bbb",
+    "logprobs": "hi there",
+}
 
 
 def alone(model, tokenizer, name):
@@ -180,7 +222,7 @@ def test_rows_joining_and_leaving_a_batch_get_what_they_get_alone(model, tokeniz
     batch = BatchedGeneration(model, tokenizer, "auto")
     rows: dict[str, Generation] = {}
     streamed = dict.fromkeys(MIXED, "")
-    joins = {0: ["greedy"], 3: ["sampled", "penalised"], 5: ["stopped"]}  # at these steps
+    joins = {0: ["greedy"], 3: ["sampled", "penalised"], 5: ["stopped", "openai", "logprobs"]}
     step = widest = 0
     while step == 0 or batch.rows:
         for name in joins.get(step, []):
@@ -190,12 +232,13 @@ def test_rows_joining_and_leaving_a_batch_get_what_they_get_alone(model, tokeniz
         for generation, piece in batch.step():
             streamed[next(n for n, g in rows.items() if g is generation)] += piece
         step += 1
-    assert rows.keys() == MIXED.keys() and widest == 4  # all four shared steps
+    assert rows.keys() == MIXED.keys() and widest == 6  # all six shared steps
     for name, generation in rows.items():
         completion = generation.completion()
         assert streamed[name] == completion.text
         got = (completion.text, completion.finish_reason, completion.completion_tokens)
         assert got == alone(model, tokenizer, name), name
+    assert len(rows["logprobs"].token_logprobs) == 8
 
 
 def test_a_dropped_row_leaves_the_others_untouched(model, tokenizer):
@@ -211,3 +254,75 @@ def test_a_dropped_row_leaves_the_others_untouched(model, tokenizer):
     assert len(gone.generated) == 1 and not gone.finished
     text, reason, tokens = alone(model, tokenizer, "sampled")
     assert (kept.text, kept.finish_reason, len(kept.generated)) == (text, reason, tokens)
+
+
+def run_alone(model, tokenizer, prompt_ids, settings) -> Generation:
+    generation = Generation(tokenizer, prompt_ids, settings)
+    batch = BatchedGeneration(model, tokenizer, settings.precision)
+    batch.add(generation)
+    while batch.rows:
+        batch.step()
+    return generation
+
+
+def test_recorded_logprobs_are_the_models_own_not_the_samplers(model, tokenizer):
+    prompt = tokenizer.encode("hello")
+    # drawn at temperature 2 among the top 5; the log-probabilities are still the model's
+    settings = GenerationSettings(10, temperature=2.0, top_k=5, seed=3, logprobs=3)
+    generation = run_alone(model, tokenizer, prompt, settings)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + generation.generated]))[0, len(prompt) - 1 : -1]
+    expected = without_padding_ids(logits, tokenizer.vocab_size).log_softmax(-1)  # (10, V)
+    assert [record.token_id for record in generation.token_logprobs] == generation.generated
+    for step, record in enumerate(generation.token_logprobs):
+        assert record.logprob == pytest.approx(expected[step, record.token_id].item(), abs=1e-4)
+        values, ids = expected[step].topk(3)
+        assert [i for i, _ in record.top] == ids.tolist()
+        assert [v for _, v in record.top] == pytest.approx(values.tolist(), abs=1e-4)
+
+
+def test_prompt_logprobs_see_what_the_decoder_would_past_the_context(model):
+    ids = [(7 * i) % 30 for i in range(56)]  # the 32-token context slides 3 times
+    scored = prompt_logprobs(model, ids, top=2, vocab_size=32)
+    assert [record.token_id for record in scored] == ids[1:]
+    decoder = BatchDecoder(model, [ids[:1]])  # fed the prompt token by token
+    for position in range(1, len(ids)):
+        expected = without_padding_ids(decoder.next_logits().clone(), 32).log_softmax(-1)[0]
+        record = scored[position - 1]
+        assert record.logprob == pytest.approx(expected[ids[position]].item(), abs=1e-4)
+        assert [i for i, _ in record.top] == expected.topk(2).indices.tolist()
+        decoder.push(torch.tensor([ids[position]]))
+
+
+def test_a_prompt_longer_than_the_context_makes_no_other_row_slide(model, tokenizer):
+    """A long prompt joins with its newest 3/4 context, as it starts alone; before, the batch
+    re-encoded every row with the newest 3/4 context of the longest, cutting a row of 26."""
+    short = GenerationSettings(10, temperature=0, logprobs=0)
+    long = GenerationSettings(4, temperature=0, logprobs=0)
+    short_prompt = tokenizer.encode("the quick brown fox jumps")[:20]
+    long_prompt = tokenizer.encode("a long prompt, longer than the whole context of the model")
+    assert len(long_prompt) > model.config.block_size
+    batch = BatchedGeneration(model, tokenizer, "auto")
+    rows = [Generation(tokenizer, short_prompt, short)]
+    batch.add(rows[0])
+    for step in range(10):
+        if step == 6:  # the short row holds 26 tokens now
+            rows.append(Generation(tokenizer, long_prompt, long))
+            batch.add(rows[1])
+        batch.step()
+    for row, prompt, wanted in zip(rows, (short_prompt, long_prompt), (short, long), strict=True):
+        single = run_alone(model, tokenizer, prompt, wanted)
+        assert row.generated == single.generated
+        assert [r.logprob for r in row.token_logprobs] == pytest.approx(
+            [r.logprob for r in single.token_logprobs], abs=1e-4
+        )
+
+
+def test_seeds_are_whole_numbers_within_64_bits(model, tokenizer):
+    for seed in (2**64, -(2**63) - 1):
+        with pytest.raises(DataError, match="outside 64 bits"):
+            GenerationSettings(seed=seed)
+    # the second prompt draws from seed + 1, which wraps to 0 instead of overflowing
+    settings = GenerationSettings(6, seed=2**64 - 1)
+    second = generate_batch(model, tokenizer, ["a", "a"], settings)[1]
+    assert second.text == stream_text(model, tokenizer, "a", GenerationSettings(6, seed=0)).text()

@@ -14,11 +14,18 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import torch
 from cli_helpers import DAILYDIALOG, TINY_DIALOG
 
 from tinygpt.cli import main
+from tinygpt.config import RunConfig
 from tinygpt.errors import ConfigError
+from tinygpt.generate.chat import prompt_format_for
+from tinygpt.generate.decode import without_padding_ids
+from tinygpt.generate.engine import GenerationSettings, stream_text
+from tinygpt.model.gpt import GPT
 from tinygpt.serve.app import bind_socket, create_app, make_server, url_of
+from tinygpt.tokenizers.base import Tokenizer
 from tinygpt.train.checkpoint import load_model_from_run
 
 MODEL = "tiny-chat"
@@ -36,13 +43,19 @@ class Slowdown:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of a server for a chat model trained for seconds on DailyDialog."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[GPT, Tokenizer, RunConfig]:
+    """A chat model trained for seconds on DailyDialog: what the server serves."""
     if not DAILYDIALOG.is_file():
         pytest.skip(f"{DAILYDIALOG} is absent")
     run_dir = tmp_path_factory.mktemp("runs") / "dialog"
     assert main(["train", "--data", str(DAILYDIALOG), "--out", str(run_dir), *TINY_DIALOG]) == 0
-    model, tokenizer, config = load_model_from_run(run_dir, "best", "cpu")
+    return load_model_from_run(run_dir, "best", "cpu")
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[GPT, Tokenizer, RunConfig]) -> Iterator[str]:
+    """The base URL of a server for the `served` model."""
+    model, tokenizer, config = served
     forward = model.forward
 
     def slow_forward(*args: Any, **kwargs: Any) -> Any:
@@ -118,6 +131,159 @@ def test_a_long_chat_history_is_truncated_not_refused(client: openai.OpenAI):
     assert reply.usage.prompt_tokens + 10 <= BLOCK_SIZE
 
 
+def test_choices_are_prompt_major_and_equal_separate_requests_seeded_seed_plus_j(
+    client: openai.OpenAI,
+):
+    """Choice j of a prompt draws from seed + j: n choices differ, and each equals the prompt
+    sent alone with that seed."""
+    fields = {"model": MODEL, "max_tokens": 12, "temperature": 1.0, "stop": []}
+    reply = client.completions.create(**fields, prompt=["Hi", "Hello"], n=2, seed=5)
+    assert [choice.index for choice in reply.choices] == [0, 1, 2, 3]
+    texts = [choice.text for choice in reply.choices]
+    alone = [
+        client.completions.create(**fields, prompt=prompt, seed=seed).choices[0].text
+        for prompt in ("Hi", "Hello")
+        for seed in (5, 6)
+    ]
+    assert texts == alone
+    assert texts[0] != texts[1]
+    assert reply.usage is not None and reply.usage.prompt_tokens == len("Hi") + len("Hello")
+
+
+def model_log_probs(model: GPT, tokenizer: Tokenizer, ids: list[int]) -> torch.Tensor:
+    """log p(token | the tokens before it) at every position of `ids`, straight from the model."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]))[0]  # (T, V)
+    return without_padding_ids(logits, tokenizer.vocab_size).log_softmax(-1)
+
+
+def test_echo_with_logprobs_scores_the_prompt_with_the_models_own_log_softmax(
+    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig]
+):
+    """What lm-eval-harness sends to score a text: max_tokens 0 (or 1), echo, logprobs."""
+    model, tokenizer, _ = served
+    prompt = "Hello there, how are you?"
+    ids = tokenizer.encode(prompt)
+    expected = model_log_probs(model, tokenizer, ids)
+    reply = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=2
+    )
+    (choice,) = reply.choices
+    assert choice.text == prompt and choice.logprobs is not None
+    logprobs = choice.logprobs
+    assert logprobs.tokens == list(prompt)  # a character vocabulary
+    assert logprobs.text_offset == list(range(len(prompt)))
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    wanted = expected[:-1].gather(-1, torch.tensor(ids[1:]).view(-1, 1)).view(-1)
+    assert logprobs.token_logprobs[1:] == pytest.approx(wanted.tolist(), abs=1e-4)
+    for position, top in enumerate(logprobs.top_logprobs[1:]):
+        values, top_ids = expected[position].topk(2)
+        wanted_top = {
+            tokenizer.decode([i]): v for i, v in zip(top_ids.tolist(), values.tolist(), strict=True)
+        }
+        wanted_top[prompt[position + 1]] = wanted[position].item()  # and the token itself
+        assert top == pytest.approx(wanted_top, abs=1e-4)
+    # the same prompt as token ids, as a harness that tokenizes for itself sends it, with the
+    # one greedy token lm-eval asks for: its log-probability is the model's largest
+    greedy = client.completions.create(
+        model=MODEL, prompt=[ids], max_tokens=1, echo=True, logprobs=1, temperature=0
+    ).choices[0]
+    assert greedy.logprobs is not None and len(greedy.logprobs.tokens) == len(ids) + 1
+    assert greedy.logprobs.token_logprobs[1:-1] == pytest.approx(logprobs.token_logprobs[1:])
+    last = greedy.logprobs.token_logprobs[-1]
+    assert last == pytest.approx(expected[-1].max().item(), abs=1e-4)
+    assert max(greedy.logprobs.top_logprobs[-1].values()) == last  # lm-eval's is_greedy
+
+
+def test_streamed_choices_with_logprobs_join_to_the_whole_response(client: openai.OpenAI):
+    fields = {
+        "model": MODEL, "prompt": ["Hi", "Hello"], "n": 2, "seed": 3, "max_tokens": 8,
+        "echo": True, "logprobs": 2, "stop": [],
+    }  # fmt: skip
+    whole = client.completions.create(**fields)
+    streamed: dict[int, dict[str, list]] = {}
+    for chunk in client.completions.create(**fields, stream=True):
+        (choice,) = chunk.choices
+        joined = streamed.setdefault(choice.index, {"text": [], "tokens": [], "offsets": []})
+        joined["text"].append(choice.text)
+        if choice.logprobs is not None:
+            joined["tokens"] += choice.logprobs.token_logprobs
+            joined["offsets"] += choice.logprobs.text_offset
+    for choice in whole.choices:
+        assert choice.logprobs is not None
+        joined = streamed[choice.index]
+        assert "".join(joined["text"]) == choice.text
+        assert joined["tokens"] == choice.logprobs.token_logprobs
+        assert joined["offsets"] == choice.logprobs.text_offset
+        assert len(choice.logprobs.tokens) == len(choice.text)  # echo: prompt, then reply
+
+
+def test_chat_logprobs_list_every_drawn_token_with_its_bytes_and_top_alternatives(
+    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig]
+):
+    model, tokenizer, _ = served
+    fields = {
+        "model": MODEL, "messages": HELLO, "max_completion_tokens": 6, "temperature": 0,
+        "logprobs": True, "top_logprobs": 2, "n": 2,
+    }  # fmt: skip
+    whole = client.chat.completions.create(**fields)
+    assert whole.usage is not None and whole.usage.completion_tokens <= 12
+    first, second = whole.choices
+    assert first.message.content == second.message.content  # greedy: n equal choices
+    assert first.logprobs is not None and first.logprobs.content is not None
+    content = first.logprobs.content
+    assert 2 * len(content) == whole.usage.completion_tokens
+    for entry in content:
+        assert entry.bytes == list(entry.token.encode("utf-8"))
+        assert [top.logprob for top in entry.top_logprobs] == sorted(
+            (top.logprob for top in entry.top_logprobs), reverse=True
+        )
+        assert (entry.token, entry.logprob) == (
+            entry.top_logprobs[0].token,
+            entry.top_logprobs[0].logprob,
+        )
+    # the first token's log-probability is the model's at the end of the prompt
+    prompt_ids = prompt_format_for(tokenizer).render([], HELLO[0]["content"], tokenizer)
+    expected = model_log_probs(model, tokenizer, prompt_ids)[-1]
+    assert content[0].logprob == pytest.approx(expected.max().item(), abs=1e-4)
+    streamed: dict[int, list] = {}
+    for chunk in client.chat.completions.create(**fields, stream=True):
+        for choice in chunk.choices:
+            if choice.logprobs is not None and choice.logprobs.content:
+                streamed.setdefault(choice.index, []).extend(choice.logprobs.content)
+    assert streamed[0] == content and streamed[1] == second.logprobs.content
+
+
+def test_presence_and_frequency_penalties_change_the_reply_as_the_engine_defines(
+    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig]
+):
+    model, tokenizer, _ = served
+    penalties = {"presence_penalty": 1.0, "frequency_penalty": 2.0}
+    fields = {"model": MODEL, "prompt": "Hello", "max_tokens": 20, "temperature": 0}
+    penalised = client.completions.create(**fields, **penalties).choices[0].text
+    plain = client.completions.create(**fields).choices[0].text
+    settings = GenerationSettings(20, temperature=0, **penalties)
+    assert penalised == stream_text(model, tokenizer, "Hello", settings).text()
+    assert penalised != plain
+
+
+@pytest.mark.parametrize("prompt", ["Hello", "Hello! " * 15])
+def test_a_completion_past_the_context_slides_as_tinygpt_sample_does(
+    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig], prompt: str
+):
+    """A reply longer than the context, from a short prompt or one longer than the context:
+    what `tinygpt sample` (stream_text) gives, once refused with 400."""
+    model, tokenizer, _ = served
+    tokens = BLOCK_SIZE + 20
+    reply = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=tokens, temperature=0,
+        extra_body={"min_tokens": tokens},  # no end-of-text before the context is passed
+    )  # fmt: skip
+    assert reply.usage is not None and reply.usage.completion_tokens == tokens
+    settings = GenerationSettings(tokens, min_new_tokens=tokens, temperature=0)
+    assert reply.choices[0].text == stream_text(model, tokenizer, prompt, settings).text()
+
+
 def error_of(response: httpx.Response) -> dict[str, Any]:
     assert 400 <= response.status_code < 500, response.text
     error = response.json()["error"]
@@ -129,18 +295,23 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "body", "status", "param"),
     [
-        ("completions", {"prompt": "Hi", "frequency_penalty": 0.5}, 400, "frequency_penalty"),
+        ("completions", {"prompt": "Hi", "logit_bias": {"1": 5}}, 400, "logit_bias"),
         ("completions", {"prompt": ""}, 400, "prompt"),
-        ("completions", {"prompt": ["Hi"]}, 400, "prompt"),
+        ("completions", {"prompt": []}, 400, "prompt"),
+        ("completions", {"prompt": ["Hi", ""]}, 400, "prompt"),
         ("completions", {"max_tokens": 5}, 400, "prompt"),
         ("completions", {"prompt": "Hi", "max_tokens": 0}, 400, "max_tokens"),
-        ("completions", {"prompt": "Hi", "max_tokens": BLOCK_SIZE + 1}, 400, "max_tokens"),
-        ("completions", {"prompt": "x" * 60, "max_tokens": 10}, 400, "prompt"),
+        ("completions", {"prompt": "Hi", "max_tokens": 65_537}, 400, "max_tokens"),
         ("completions", {"prompt": "Hi", "temperature": 2.5}, 400, "temperature"),
         ("completions", {"prompt": "Hi", "temperature": -1}, 400, "temperature"),
         ("completions", {"prompt": "Hi", "top_p": 0}, 400, "top_p"),
         ("completions", {"prompt": "Hi", "top_p": 1.5}, 400, "top_p"),
-        ("completions", {"prompt": "Hi", "n": 2}, 400, "n"),
+        ("completions", {"prompt": "Hi", "n": 0}, 400, "n"),
+        ("completions", {"prompt": "Hi", "n": 65}, 400, "n"),
+        ("completions", {"prompt": ["Hi"] * 33, "n": 2}, 400, "n"),
+        ("completions", {"prompt": "Hi", "logprobs": 21}, 400, "logprobs"),
+        ("completions", {"prompt": "Hi", "presence_penalty": 2.5}, 400, "presence_penalty"),
+        ("completions", {"prompt": "Hi", "frequency_penalty": -3}, 400, "frequency_penalty"),
         ("completions", {"prompt": "Hi", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
         ("completions", {"prompt": "Hi", "stop": [""]}, 400, "stop"),
         ("completions", {"prompt": "Hi", "min_tokens": 9, "max_tokens": 4}, 400, "min_tokens"),
@@ -151,8 +322,15 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         ("chat/completions", {"messages": [{"role": "tool", "content": "Hi"}]}, 400, None),
         ("chat/completions", {"messages": [{"role": "user", "content": " "}]}, 400, "messages"),
         ("chat/completions", {"messages": [{"role": "user", "text": "Hi"}]}, 400, None),
-        ("chat/completions", {"messages": HELLO, "max_tokens": 1000}, 400, "max_tokens"),
-        ("chat/completions", {"messages": HELLO, "max_tokens": 60}, 400, "messages"),
+        ("chat/completions", {"messages": HELLO, "max_tokens": 0}, 400, "max_tokens"),
+        ("chat/completions", {"messages": HELLO, "echo": True}, 400, "echo"),
+        ("chat/completions", {"messages": HELLO, "top_logprobs": 2}, 400, "top_logprobs"),
+        (
+            "chat/completions",
+            {"messages": HELLO, "max_tokens": 5, "max_completion_tokens": 6},
+            400,
+            "max_completion_tokens",
+        ),
         ("chat/completions", {"messages": [{"role": "user", "content": "x" * 60}]}, 400, None),
     ],
 )

@@ -20,12 +20,57 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from tinygpt.generate.sampling import apply_repetition_penalty, sample_next_token, without_ids
+from tinygpt.generate.sampling import (
+    TokenLogprob,
+    apply_repetition_penalty,
+    sample_next_token,
+    token_logprobs,
+    without_ids,
+)
 from tinygpt.model.gpt import GPT
 from tinygpt.model.kv_cache import KVCache
 from tinygpt.model.linear import decoding_weights
 
 PAD_ID = 0  # any id works: padded slots are masked out of attention and never predicted
+
+
+def kept_when_sliding(block_size: int) -> int:
+    """How many of the newest tokens stay in the context when it slides: three quarters."""
+    return block_size - max(1, block_size // 4)
+
+
+def first_context(ids: Sequence[int], block_size: int) -> list[int]:
+    """What a decoder encodes first of a prompt: all of it, or its newest three quarters of a
+    context when it is longer than the context (as `BatchDecoder` does when it starts)."""
+    return list(ids if len(ids) <= block_size else ids[-kept_when_sliding(block_size) :])
+
+
+@torch.inference_mode()
+def prompt_logprobs(
+    model: GPT, ids: Sequence[int], top: int = 0, vocab_size: int | None = None
+) -> list[TokenLogprob]:
+    """The log-probability of every token of `ids` but the first, given the tokens before it,
+    with the `top` most likely tokens at its place (`echo` with `logprobs`: what evaluation
+    harnesses score). Float32 weights, like `tinygpt eval`.
+
+    Each token sees what `BatchDecoder` would show the model had it generated that token: all
+    the tokens before it up to a full context, then, past the context, windows that slide by a
+    quarter of it, so every later token is predicted from between 3/4 and all of block_size
+    tokens (tested equal to the decoder fed the prompt token by token)."""
+    model.eval()
+    block_size = model.config.block_size
+    device = next(model.parameters()).device
+    tokens = torch.as_tensor(list(ids), device=device)
+    scored: list[TokenLogprob] = []
+    start, first = 0, 1  # the window's first token; the first token still to score
+    while first < len(ids):
+        last = min(len(ids) - 1, start + block_size)  # the last token this window predicts
+        logits = model(tokens[start:last].view(1, -1))[0]  # (T, V): logits[i] predicts i + 1
+        logits = without_padding_ids(logits[first - start - 1 :], vocab_size)
+        scored += token_logprobs(logits, tokens[first : last + 1], top)
+        first = last + 1
+        start = first - kept_when_sliding(block_size)
+    return scored
 
 
 class BatchDecoder:
@@ -131,7 +176,7 @@ class BatchDecoder:
         if self.cache is None and self.tokens.size(1) <= self.block_size:
             keep = self.tokens.size(1)
         else:
-            keep = min(self.tokens.size(1), self.block_size - self.block_size // 4)
+            keep = min(self.tokens.size(1), kept_when_sliding(self.block_size))
         dropped = self.tokens.size(1) - keep
         self.tokens = self.tokens[:, dropped:]
         self.first_slot = (self.first_slot - dropped).clamp(min=0)

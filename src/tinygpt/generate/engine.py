@@ -14,6 +14,8 @@ others are being answered share the model's steps instead of waiting for them to
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -23,13 +25,23 @@ from torch import Tensor
 
 from tinygpt.data.chat_format import EOS
 from tinygpt.errors import DataError
-from tinygpt.generate.decode import BatchDecoder, beam_search, without_padding_ids
-from tinygpt.generate.sampling import apply_repetition_penalty, sample_next_token, without_ids
+from tinygpt.generate.decode import BatchDecoder, beam_search, first_context, without_padding_ids
+from tinygpt.generate.sampling import (
+    TokenLogprob,
+    apply_presence_and_frequency_penalties,
+    apply_repetition_penalty,
+    sample_next_token,
+    token_logprobs,
+    without_ids,
+)
 from tinygpt.model.gpt import GPT
 from tinygpt.model.linear import PRECISIONS, decoding_dtype
 from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
 
 FinishReason = Literal["stop", "length"]
+
+# the seeds torch.Generator.manual_seed takes (a negative one counts from 2**64)
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 @dataclass(frozen=True)
@@ -42,11 +54,16 @@ class GenerationSettings:
     top_k: int = 0  # 0: no top-k filter
     top_p: float = 1.0  # 1.0: no nucleus filter
     repetition_penalty: float = 1.0  # > 1 discourages tokens already in prompt or output (CTRL)
+    presence_penalty: float = 0.0  # OpenAI's: subtracted from a token's logit once it was generated
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted once per time a token was generated
     stop: tuple[str, ...] = ()  # text that ends generation; it is not included in the output
     stop_at_end_of_text: bool = True  # end at the tokenizer's end-of-text or `</s>` token
     seed: int | None = None  # same seed, same output
     num_beams: int = 1  # > 1: beam search (deterministic; temperature/top-k/top-p unused)
     length_penalty: float = 1.0  # beam search: score = log p / length ** length_penalty
+    # record each drawn token's log-probability under the model and this many likeliest tokens
+    # (`Generation.token_logprobs`); None: record nothing
+    logprobs: int | None = None
     # weights read by decoding steps: float16 halves the bytes (faster for a model whose
     # weights do not fit in the CPU's caches) and moves logits by ~1e-2; float32 is exact;
     # auto picks by the model's size (see tinygpt.model.linear)
@@ -68,6 +85,16 @@ class GenerationSettings:
             raise DataError(f"top_p={self.top_p} must be in (0, 1]")
         if self.repetition_penalty <= 0:
             raise DataError(f"repetition_penalty={self.repetition_penalty} must be positive")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise DataError(f"{name}={getattr(self, name)} must be a finite number")
+        if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise DataError(
+                f"seed={self.seed} is outside 64 bits; give a whole number from {SEED_RANGE[0]} "
+                f"to {SEED_RANGE[1]}"
+            )
+        if self.logprobs is not None and self.logprobs < 0:
+            raise DataError(f"logprobs={self.logprobs} must not be negative")
         if self.num_beams < 1:
             raise DataError(f"num_beams={self.num_beams} must be at least 1")
         if any(not text for text in self.stop):
@@ -269,6 +296,7 @@ class Generation:
         self.settings = settings
         self.stop_ids = end_of_text_ids(tokenizer) if settings.stop_at_end_of_text else set()
         self.generated: list[int] = []
+        self.token_logprobs: list[TokenLogprob] = []  # one per generated token, if asked
         self.text = ""  # released so far
         self.finish_reason: FinishReason | None = None
         self._decoder = StreamDecoder(tokenizer)
@@ -277,7 +305,7 @@ class Generation:
         if settings.seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed(settings.seed + seed_offset)
+            self.generator.manual_seed((settings.seed + seed_offset) % 2**64)
         if settings.max_new_tokens == 0:
             self.finish_reason = "length"
 
@@ -292,18 +320,34 @@ class Generation:
 
     @property
     def adjusts_logits(self) -> bool:
-        return self.settings.repetition_penalty != 1.0 or self._forbids_end
+        return self._penalises or self._forbids_end
+
+    @property
+    def _penalises(self) -> bool:
+        settings = self.settings
+        return (
+            settings.repetition_penalty != 1.0
+            or settings.presence_penalty != 0.0
+            or settings.frequency_penalty != 0.0
+        )
 
     @property
     def _forbids_end(self) -> bool:
         return len(self.generated) < self.settings.min_new_tokens and bool(self.stop_ids)
 
     def adjust(self, logits: Tensor, seen: Tensor) -> Tensor:
-        """This row's logits (1, V) with its repetition penalty applied, and end-of-text
-        forbidden before min_new_tokens; `seen` (1, L) holds the context's ids, -1 for padding."""
-        penalty = self.settings.repetition_penalty
-        if penalty != 1.0:
-            logits = apply_repetition_penalty(logits, seen, penalty)
+        """This row's logits (1, V) with its penalties applied, and end-of-text forbidden before
+        min_new_tokens; `seen` (1, L) holds the context's ids, -1 for padding. The repetition
+        penalty looks at the whole context, OpenAI's penalties at the generated tokens only."""
+        settings = self.settings
+        if settings.repetition_penalty != 1.0:
+            logits = apply_repetition_penalty(logits, seen, settings.repetition_penalty)
+        if settings.presence_penalty or settings.frequency_penalty:
+            generated = torch.tensor(self.generated, dtype=torch.long, device=logits.device)
+            counts = torch.bincount(generated, minlength=logits.size(-1)).view(1, -1)  # (1, V)
+            logits = apply_presence_and_frequency_penalties(
+                logits, counts, settings.presence_penalty, settings.frequency_penalty
+            )
         return without_ids(logits, self.stop_ids) if self._forbids_end else logits
 
     def push(self, token: int) -> str:
@@ -363,7 +407,8 @@ class BatchedGeneration:
             raise ValueError("a batch decodes in one precision")
         if not generation.finished:
             self.rows.append(generation)
-            if self._decoder is not None and not self._decoder.join(generation.prompt_ids):
+            context = first_context(generation.prompt_ids, self.model.config.block_size)
+            if self._decoder is not None and not self._decoder.join(context):
                 self._decoder = None  # re-encode every row at the next step
 
     def drop(self, generation: Generation) -> None:
@@ -377,6 +422,7 @@ class BatchedGeneration:
         decoder = self._decoder or self._encode()
         logits = without_padding_ids(decoder.next_logits(), self.vocab_size)  # (B, V)
         tokens = self._sample(logits, decoder)
+        self._record_logprobs(logits, tokens)
         decoder.push(tokens)
         events = [
             (row, row.push(token)) for row, token in zip(self.rows, tokens.tolist(), strict=True)
@@ -406,8 +452,26 @@ class BatchedGeneration:
             tokens[index] = chosen.view(-1)
         return tokens
 
+    def _record_logprobs(self, logits: Tensor, tokens: Tensor) -> None:
+        """Log-probabilities of the drawn tokens under the model's logits (B, V), before any
+        penalty, temperature or filter, for the rows that ask for them."""
+        asking = [i for i, row in enumerate(self.rows) if row.settings.logprobs is not None]
+        if not asking:
+            return
+        top = max(self.rows[i].settings.logprobs or 0 for i in asking)
+        index = torch.tensor(asking, device=logits.device)
+        for i, record in zip(
+            asking, token_logprobs(logits[index], tokens[index], top), strict=True
+        ):
+            row = self.rows[i]
+            row.token_logprobs.append(
+                dataclasses.replace(record, top=record.top[: row.settings.logprobs])
+            )
+
     def _encode(self) -> BatchDecoder:
-        contexts = [row.prompt_ids + row.generated for row in self.rows]
+        block_size = self.model.config.block_size
+        # a context longer than the block starts as it would alone, not making the others slide
+        contexts = [first_context(row.prompt_ids + row.generated, block_size) for row in self.rows]
         dtype = decoding_dtype(self.precision, self.model)
         self._decoder = BatchDecoder(self.model, contexts, precision=dtype)
         return self._decoder

@@ -1,8 +1,10 @@
-"""Turning next-token logits into a choice: temperature, top-k, top-p (nucleus), greedy."""
+"""Turning next-token logits into a choice: temperature, top-k, top-p (nucleus), greedy; the
+penalties that adjust logits first; and the log-probabilities a client may ask for."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -39,6 +41,16 @@ def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Te
     counts.scatter_add_(1, seen.clamp(min=0), (seen >= 0).to(torch.int32))
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(counts > 0, penalised, logits)
+
+
+def apply_presence_and_frequency_penalties(
+    logits: Tensor, counts: Tensor, presence: float, frequency: float
+) -> Tensor:
+    """OpenAI's penalties: logits - presence * (count > 0) - frequency * count, where count
+    (B, V) is how often each token was generated so far; positive values discourage repeats,
+    the frequency penalty more so the more often a token came."""
+    counts = counts.to(logits.dtype)
+    return logits - presence * (counts > 0).to(logits.dtype) - frequency * counts
 
 
 def sample_next_token(
@@ -82,3 +94,34 @@ def draw(
     cumulative = probs.cumsum(dim=-1)  # (B, n)
     target = uniform.to(probs.device).view(-1, 1) * cumulative[:, -1:]
     return (cumulative <= target).sum(dim=-1, keepdim=True)  # (B, 1)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token, its log-probability under the model, and the most likely tokens at its place."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (id, log-probability), most likely first
+
+
+def token_logprobs(logits: Tensor, chosen: Tensor, top: int = 0) -> list[TokenLogprob]:
+    """Each row's chosen token (N,) with its log-probability under logits (N, V), and the `top`
+    most likely tokens. The model's own distribution (log_softmax of the logits as given, in
+    float32): what an evaluation harness scores, whatever temperature or filter drew the token.
+    Tokens that cannot be drawn (-inf: padded vocabulary) are never listed among the top."""
+    log_probs = logits.float().log_softmax(dim=-1)  # (N, V)
+    chosen_log_probs = log_probs.gather(-1, chosen.view(-1, 1).to(log_probs.device)).view(-1)
+    tops: list[tuple[tuple[int, float], ...]] = [()] * log_probs.size(0)
+    if top:
+        values, ids = log_probs.topk(min(top, log_probs.size(-1)), dim=-1)  # (N, top)
+        tops = [
+            tuple((i, v) for i, v in zip(row_ids, row_values, strict=True) if v != float("-inf"))
+            for row_ids, row_values in zip(ids.tolist(), values.tolist(), strict=True)
+        ]
+    return [
+        TokenLogprob(token, log_prob, row_top)
+        for token, log_prob, row_top in zip(
+            chosen.view(-1).tolist(), chosen_log_probs.tolist(), tops, strict=True
+        )
+    ]

@@ -5,19 +5,24 @@ chat page at `/`.
 Every mistake a client can make answers 4xx with OpenAI's error body
 `{"error": {"message", "type", "param", "code"}}`, so OpenAI clients raise their usual errors.
 Sampling defaults (temperature, top_k, top_p) are the run's `sample` config, as other servers
-take a model's generation config. Generation runs in one worker thread (see `worker.py`).
+take a model's generation config. Generation runs in one worker thread (see `worker.py`); the
+bodies of the answers are built in `responses.py`.
+
+A reply may pass the model's context, and a completion prompt may be longer than it: decoding
+slides as `tinygpt sample` does (see `tinygpt.generate.decode`), so `max_tokens` is bounded
+only by `MAX_TOKENS`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
@@ -25,21 +30,25 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tinygpt.config import RunConfig
-from tinygpt.errors import ConfigError, DataError, TinyGPTError
-from tinygpt.generate.chat import ReplyTrimmer, Turn, fit_prompt, prompt_format_for
+from tinygpt.errors import ConfigError, TinyGPTError
+from tinygpt.generate.chat import Turn, fit_prompt, prompt_format_for
 from tinygpt.generate.engine import GenerationSettings
 from tinygpt.model.gpt import GPT
 from tinygpt.serve.page import CHAT_PAGE
+from tinygpt.serve.responses import ChatChoice, CompletionChoice, Reply, TokenTexts
 from tinygpt.serve.schemas import (
+    MAX_PROMPT_TOKENS,
     MAX_STOPS,
     ChatCompletionRequest,
     ChatMessage,
     CompletionRequest,
+    Prompt,
     SamplingFields,
 )
-from tinygpt.serve.worker import MAX_BATCH, Finished, GenerationWorker, Job, ServerBusy
+from tinygpt.serve.worker import MAX_BATCH, Choice, GenerationWorker, ServerBusy, Ticket
 from tinygpt.tokenizers.base import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -86,11 +95,13 @@ def create_app(
     max_batch: int = MAX_BATCH,
 ) -> FastAPI:
     """The app; its lifespan starts and stops the generation thread, which decodes up to
-    `max_batch` requests together and keeps up to `max_waiting` more in its queue."""
+    `max_batch` choices together and keeps up to `max_waiting` more in its queue. A request may
+    ask for at most `max_waiting` choices (prompts times n): more could never fit the queue."""
     worker = GenerationWorker(model, tokenizer, max_waiting, max_batch)
     block_size = config.model.block_size
     created = int(time.time())
     chat_format = prompt_format_for(tokenizer)
+    token_texts = TokenTexts(tokenizer)
     if config.data.format != "dialog":
         log.warning(
             "%s was trained on plain text, not the dialog format; chat replies may not read "
@@ -136,8 +147,18 @@ def create_app(
             message = f"the model {body.model!r} does not exist; this server has {model_name!r}"
             raise APIError(404, message, param="model", code="model_not_found")
 
+    def check_choices(prompts: int, n: int) -> None:
+        if prompts * n > max_waiting:
+            asked = f"{prompts} prompts times n={n}" if prompts > 1 else f"n={n}"
+            raise APIError(
+                400,
+                f"{asked} asks for {prompts * n} choices; this server gives at most "
+                f"{max_waiting} per request",
+                "n",
+            )
+
     def settings_for(
-        body: SamplingFields, max_tokens: int, stops: tuple[str, ...]
+        body: SamplingFields, max_tokens: int, stops: tuple[str, ...], logprobs: int | None
     ) -> GenerationSettings:
         min_tokens = body.min_tokens or 0
         if min_tokens > max_tokens:
@@ -152,68 +173,80 @@ def create_app(
             top_k=_given(body.top_k, sample.top_k),
             top_p=_given(body.top_p, sample.top_p),
             repetition_penalty=_given(body.repetition_penalty, 1.0),
+            presence_penalty=_given(body.presence_penalty, 0.0),
+            frequency_penalty=_given(body.frequency_penalty, 0.0),
             stop=stops,
             seed=body.seed,
+            logprobs=logprobs,
             precision=sample.precision,
         )
+
+    async def respond(
+        reply: Reply, ticket: Ticket, body: SamplingFields, request: Request
+    ) -> Response:
+        if body.stream:
+            return _event_stream(reply.chunks(ticket, _includes_usage(body)))
+        return JSONResponse(await _collect(reply, ticket, request))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
         check_model(body)
-        if not body.prompt:
-            raise APIError(
-                400, "prompt is empty; give at least one character to continue", "prompt"
-            )
-        prompt_ids = tokenizer.encode(body.prompt)
-        room = block_size - len(prompt_ids)
-        max_tokens = _max_tokens(
-            body.max_tokens, DEFAULT_COMPLETION_TOKENS, room, block_size, "prompt"
+        n = body.n or 1
+        check_choices(_prompt_count(body.prompt), n)
+        prompts = _completion_prompts(body.prompt, tokenizer)
+        echo = bool(body.echo)
+        max_tokens = _max_tokens(body.max_tokens, DEFAULT_COMPLETION_TOKENS, echo)
+        settings = settings_for(body, max_tokens, _stops(body), body.logprobs)
+        scored = body.logprobs if echo else None  # with echo, the prompt's logprobs too
+        choices, writers = [], []
+        for text, ids in prompts:  # prompt-major, as OpenAI numbers the choices
+            for j in range(n):
+                choices.append(Choice(ids, _seeded(settings, j), scored))
+                writers.append(
+                    CompletionChoice(token_texts, body.logprobs, text if echo else None, ids)
+                )
+        ticket = worker.submit(choices)
+        prompt_tokens = sum(len(ids) for _, ids in prompts)
+        reply = Reply(
+            "cmpl", "text_completion", "text_completion", model_name, writers, prompt_tokens
         )
-        if len(prompt_ids) + max_tokens > block_size:
-            raise APIError(
-                400,
-                f"the prompt has {len(prompt_ids)} tokens and max_tokens is {max_tokens}, more "
-                f"than the model's context of {block_size} tokens; shorten the prompt or lower "
-                "max_tokens",
-                "prompt",
-                "context_length_exceeded",
-            )
-        settings = settings_for(body, max_tokens, _stops(body))
-        job = worker.submit(prompt_ids, settings)
-        reply = _Reply("cmpl", "text_completion", model_name)
-        if body.stream:
-            return _event_stream(reply.completion_events(job, _includes_usage(body)))
-        text, finished = await _collect(job, request, lambda piece: piece)
-        return JSONResponse(reply.completion(text, finished))
+        return await respond(reply, ticket, body, request)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         check_model(body)
+        n = body.n or 1
+        check_choices(1, n)
+        if body.top_logprobs is not None and not body.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs")
         turns, message = _turns(body.messages)
         alone = len(chat_format.render([], message, tokenizer))
-        room = block_size - alone
-        max_tokens = _max_tokens(body.max_tokens, block_size // 2, room, block_size, "messages")
-        try:
-            prompt_ids, dropped = fit_prompt(
-                turns,
-                message,
-                tokenizer,
-                block_size - max_tokens,
-                cut_long_message=False,
-                render=chat_format.render,
+        if alone > block_size:
+            raise APIError(
+                400,
+                f"the last message takes {alone} tokens with its markers, more than the "
+                f"model's context of {block_size}; shorten it",
+                "messages",
+                "context_length_exceeded",
             )
-        except DataError as err:
-            raise APIError(400, str(err), "messages", "context_length_exceeded") from None
+        max_tokens = _max_tokens(_chat_max_tokens(body), block_size // 2, echo=False)
+        # the history leaves the reply its tokens where the message allows; a longer reply slides
+        budget = block_size - min(max_tokens, block_size - alone)
+        prompt_ids, dropped = fit_prompt(
+            turns, message, tokenizer, budget, cut_long_message=False, render=chat_format.render
+        )
         if dropped:
             log.info("left out the %d oldest of %d turns to fit the context", dropped, len(turns))
-        settings = settings_for(body, max_tokens, (*_stops(body), *chat_format.stops))
-        job = worker.submit(prompt_ids, settings)
-        reply = _Reply("chatcmpl", "chat.completion", model_name)
-        if body.stream:
-            return _event_stream(reply.chat_events(job, _includes_usage(body)))
-        trimmer = ReplyTrimmer()
-        text, finished = await _collect(job, request, trimmer.push)
-        return JSONResponse(reply.chat(text, finished))
+        top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        stops = (*_stops(body), *chat_format.stops)
+        settings = settings_for(body, max_tokens, stops, top_logprobs)
+        ticket = worker.submit([Choice(prompt_ids, _seeded(settings, j)) for j in range(n)])
+        writers = [ChatChoice(token_texts, top_logprobs) for _ in range(n)]
+        reply = Reply(
+            "chatcmpl", "chat.completion", "chat.completion.chunk", model_name, writers,
+            len(prompt_ids),
+        )  # fmt: skip
+        return await respond(reply, ticket, body, request)
 
     return app
 
@@ -222,26 +255,89 @@ def _given(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _max_tokens(
-    requested: int | None, default: int, room: int, block_size: int, prompt_param: str
-) -> int:
-    """The requested reply budget, checked against the context, or the default clipped to fit."""
-    if requested is not None:
-        if requested > block_size:
-            raise APIError(
-                400,
-                f"max_tokens={requested} is above the model's context of {block_size} tokens",
-                "max_tokens",
-            )
-        return requested
-    if room < 1:
+def _seeded(settings: GenerationSettings, choice: int) -> GenerationSettings:
+    """Choice j of a prompt draws from seed + j: it equals a request for that prompt alone with
+    seed + j, and a list of prompts equals the prompts sent one by one with the same seed."""
+    if settings.seed is None or choice == 0:
+        return settings
+    return dataclasses.replace(settings, seed=(settings.seed + choice) % 2**64)
+
+
+def _max_tokens(requested: int | None, default: int, echo: bool) -> int:
+    """The requested reply budget or the default. The reply may pass the context: it slides
+    (see `tinygpt.generate.decode`), as `tinygpt sample` does."""
+    if requested is None:
+        return default
+    if requested == 0 and not echo:
         raise APIError(
             400,
-            f"the prompt fills the model's context of {block_size} tokens; shorten it",
-            prompt_param,
-            "context_length_exceeded",
+            "max_tokens=0 generates nothing; give 1 or more (or echo: true to score the prompt)",
+            "max_tokens",
         )
-    return min(default, room)
+    return requested
+
+
+def _chat_max_tokens(body: ChatCompletionRequest) -> int | None:
+    """max_completion_tokens, OpenAI's newer name, or max_tokens; both only if they agree."""
+    given = {body.max_tokens, body.max_completion_tokens} - {None}
+    if len(given) > 1:
+        raise APIError(
+            400,
+            f"max_tokens={body.max_tokens} and max_completion_tokens="
+            f"{body.max_completion_tokens} disagree; give one of them",
+            "max_completion_tokens",
+        )
+    return given.pop() if given else None
+
+
+def _prompt_count(prompt: Prompt) -> int:
+    """How many prompts: a list of texts or of token lists holds several."""
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        return len(prompt)
+    return 1
+
+
+def _completion_prompts(prompt: Prompt, tokenizer: Tokenizer) -> list[tuple[str, list[int]]]:
+    """(text, token ids) of every prompt: a text, a list of texts, token ids (as OpenAI takes
+    them: what an evaluation harness that tokenizes for itself sends) or a list of those."""
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        prompts: list[Any] = [prompt]
+    else:
+        prompts = list(prompt)
+    if not prompts:
+        raise APIError(400, "prompt is an empty list; give at least one prompt", "prompt")
+    texts_and_ids = []
+    for one in prompts:
+        if not one:
+            raise APIError(
+                400, "prompt is empty; give at least one character (or token) to continue",
+                "prompt",
+            )  # fmt: skip
+        if isinstance(one, str):
+            texts_and_ids.append((one, tokenizer.encode(one)))
+        else:
+            texts_and_ids.append((tokenizer.decode(_checked_ids(one, tokenizer)), list(one)))
+    for _, ids in texts_and_ids:
+        if len(ids) > MAX_PROMPT_TOKENS:
+            raise APIError(
+                400,
+                f"the prompt has {len(ids)} tokens; this server reads at most {MAX_PROMPT_TOKENS}",
+                "prompt",
+                "context_length_exceeded",
+            )
+    return texts_and_ids
+
+
+def _checked_ids(ids: list[int], tokenizer: Tokenizer) -> list[int]:
+    outside = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
+    if outside:
+        raise APIError(
+            400,
+            f"prompt token id {outside[0]} is outside the vocabulary; give ids from 0 to "
+            f"{tokenizer.vocab_size - 1}",
+            "prompt",
+        )
+    return ids
 
 
 def _stops(body: SamplingFields) -> tuple[str, ...]:
@@ -286,28 +382,21 @@ def _turns(messages: list[ChatMessage]) -> tuple[list[Turn], str]:
     return turns, spoken[-1][1]
 
 
-async def _collect(
-    job: Job, request: Request, transform: Callable[[str], str]
-) -> tuple[str, Finished]:
-    """The whole text of a job; a client that disconnects while it waits cancels the job."""
+async def _collect(reply: Reply, ticket: Ticket, request: Request) -> dict[str, Any]:
+    """The whole response; a client that disconnects while it waits cancels the request."""
 
     async def watch_disconnect() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
-        job.events.put_nowait(_ClientGone())
+        ticket.events.put_nowait((-1, _ClientGone()))
 
     watcher = asyncio.create_task(watch_disconnect())
-    parts: list[str] = []
     try:
-        async for event in job.stream():
-            if isinstance(event, Finished):
-                return "".join(parts), event
-            parts.append(transform(event))
+        return await reply.whole(ticket)
     except _ClientGone:
         raise APIError(499, "the client closed the request", kind="client_closed") from None
     finally:
         watcher.cancel()
-    raise AssertionError("a job stream ends with Finished")
 
 
 def _event_stream(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
@@ -325,63 +414,6 @@ def _event_stream(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(lines(), media_type="text/event-stream", headers=headers)
-
-
-class _Reply:
-    """The JSON bodies of one response, in OpenAI's shapes."""
-
-    def __init__(self, id_prefix: str, kind: str, model_name: str) -> None:
-        self.head = {
-            "id": f"{id_prefix}-{uuid.uuid4().hex}",
-            "object": kind,
-            "created": int(time.time()),
-            "model": model_name,
-        }
-
-    def completion(self, text: str, finished: Finished) -> dict[str, Any]:
-        choice = {"index": 0, "text": text, "finish_reason": finished.finish_reason}
-        return {**self.head, "choices": [{**choice, "logprobs": None}], "usage": _usage(finished)}
-
-    def chat(self, text: str, finished: Finished) -> dict[str, Any]:
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": finished.finish_reason,
-            "logprobs": None,
-        }
-        return {**self.head, "choices": [choice], "usage": _usage(finished)}
-
-    async def completion_events(self, job: Job, include_usage: bool) -> AsyncIterator[dict]:
-        async for event in job.stream():
-            if isinstance(event, Finished):
-                yield self._chunk({"text": "", "finish_reason": event.finish_reason})
-                if include_usage:
-                    yield {**self.head, "choices": [], "usage": _usage(event)}
-            else:
-                yield self._chunk({"text": event, "finish_reason": None})
-
-    async def chat_events(self, job: Job, include_usage: bool) -> AsyncIterator[dict]:
-        self.head["object"] = "chat.completion.chunk"
-        yield self._chunk({"delta": {"role": "assistant", "content": ""}, "finish_reason": None})
-        trimmer = ReplyTrimmer()
-        async for event in job.stream():
-            if isinstance(event, Finished):
-                yield self._chunk({"delta": {}, "finish_reason": event.finish_reason})
-                if include_usage:
-                    yield {**self.head, "choices": [], "usage": _usage(event)}
-            elif text := trimmer.push(event):
-                yield self._chunk({"delta": {"content": text}, "finish_reason": None})
-
-    def _chunk(self, choice: dict[str, Any]) -> dict[str, Any]:
-        return {**self.head, "choices": [{"index": 0, **choice, "logprobs": None}]}
-
-
-def _usage(finished: Finished) -> dict[str, int]:
-    return {
-        "prompt_tokens": finished.prompt_tokens,
-        "completion_tokens": finished.completion_tokens,
-        "total_tokens": finished.prompt_tokens + finished.completion_tokens,
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,7 +445,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _validation_error(errors: Any) -> APIError:
     """The first of pydantic's errors, as one line that names the field."""
     error = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
-    location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    location = _location(error)
+    if union := _union_forms(errors, location):  # a field of several types: name them all
+        param, forms = union
+        return APIError(400, f"{param} has the wrong type; give {' or '.join(forms)}", param)
     param = ".".join(location) or None
     if error.get("type") == "json_invalid":
         return APIError(400, f"the body is not valid JSON ({error.get('msg')})")
@@ -424,12 +459,38 @@ def _validation_error(errors: Any) -> APIError:
     return APIError(400, f"{param}: {error.get('msg')}", param)
 
 
+def _location(error: dict[str, Any]) -> list[str]:
+    return [str(part) for part in error.get("loc", ()) if part != "body"]
+
+
+def _union_forms(errors: Any, location: list[str]) -> tuple[str, list[str]] | None:
+    """(field, the forms it accepts) where the first error is in one form of a union field:
+    pydantic puts the form in the location (`prompt.str`, `prompt.list[int].0`), one error per
+    form; None for any other error."""
+    for index, part in enumerate(location):
+        if part in ("str", "int", "float", "bool") or "[" in part:
+            head = location[:index]
+            forms = {
+                other[index]: None
+                for other in map(_location, errors)
+                if other[:index] == head and len(other) > index
+            }
+            return ".".join(head), list(forms)
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # Running
+
+KEEP_ALIVE_SECONDS = 5  # uvicorn's default; here also before a connection's first request
+BACKLOG = 128  # connections the kernel holds until they are accepted
+MAX_CONNECTIONS = 1000  # served at once; uvicorn answers 503 to requests past it
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket, so a taken port is one clear error before the server starts."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port} is not a port number; give 1 to 65535 (0: any free one)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -440,15 +501,112 @@ def bind_socket(host: str, port: int) -> socket.socket:
         raise ConfigError(
             f"cannot listen on {host}:{port} ({err.strerror}); choose another --port or --host"
         ) from None
-    sock.listen(128)
+    sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return sock
 
 
-def make_server(app: FastAPI, log_level: str = "info") -> uvicorn.Server:
-    return uvicorn.Server(
-        uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=3, access_log=False)
+class IdleClosingH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, also closing connections that sit idle before a request.
+
+    uvicorn starts its keep-alive timer only once a response is sent, so a client that connects
+    and sends nothing (or half a request) held its file descriptor forever: 21,000 of them
+    exhausted the file limit, and then no request got in. Here the timer also runs from the
+    connection's start, and again after every piece of an unfinished request head."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._close_when_idle()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            self._close_when_idle()  # no request under way: its head is not complete yet
+
+    def _close_when_idle(self) -> None:
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+
+class RepeatedErrorFilter(logging.Filter):
+    """Lets the first record that starts with `prefix` through, then at most one a minute,
+    which says how many were left out. Out of file descriptors, asyncio logs a traceback at
+    every accept it retries, and uvicorn a line for every request past its concurrency limit:
+    140 MB of log in a minute, for one condition."""
+
+    def __init__(self, prefix: str, interval_seconds: float = 60.0) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.interval_seconds = interval_seconds
+        self.last_shown: float | None = None
+        self.left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.prefix):
+            return True
+        now = time.monotonic()
+        if self.last_shown is not None and now - self.last_shown < self.interval_seconds:
+            self.left_out += 1
+            return False
+        if self.left_out:
+            record.msg, record.args = f"{message} ({self.left_out} more left out of the log)", ()
+        self.last_shown, self.left_out = now, 0
+        return True
+
+
+# (logger, the start of a message it repeats while a condition lasts)
+REPEATED_ERRORS = (
+    ("asyncio", "socket.accept() out of system resource"),
+    ("uvicorn.error", "Exceeded concurrency limit."),
+)
+
+
+def quiet_repeated_errors() -> None:
+    """Install a RepeatedErrorFilter for each of REPEATED_ERRORS, once per process."""
+    for name, prefix in REPEATED_ERRORS:
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "prefix", None) == prefix for f in logger.filters):
+            logger.addFilter(RepeatedErrorFilter(prefix))
+
+
+def connection_limit() -> int:
+    """Connections served at once: MAX_CONNECTIONS, or half the process's file limit where that
+    is lower (the other half holds the model's files, the log, and connections past the limit
+    until they are answered 503 and closed)."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return MAX_CONNECTIONS
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, soft // 2))
+
+
+def make_server(
+    app: FastAPI,
+    log_level: str = "info",
+    keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
+    max_connections: int | None = None,
+) -> uvicorn.Server:
+    """uvicorn, with its limits set: idle connections closed after `keep_alive_seconds`,
+    `max_connections` served at once (default: `connection_limit()`), and errors that repeat
+    while a condition lasts logged once a minute."""
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        timeout_graceful_shutdown=3,
+        access_log=False,
+        http=IdleClosingH11Protocol,
+        timeout_keep_alive=keep_alive_seconds,  # type: ignore[arg-type]  (a float works)
+        limit_concurrency=max_connections or connection_limit(),
+        backlog=BACKLOG,
     )
+    quiet_repeated_errors()
+    return uvicorn.Server(config)
 
 
 def url_of(sock: socket.socket) -> str:

@@ -7,9 +7,11 @@ without waiting for the others to finish. A decoding step reads every weight wha
 batch size, which is why a batch of 8 costs far less than 8 single steps. Beam search cannot
 share a batch and runs alone, between steps.
 
-The worker hands text pieces to each request's event loop as they come; a request that goes
-away (a client that disconnects mid-stream) sets its `cancelled` flag and the worker drops its
-row before the next step.
+A request may ask for several continuations (OpenAI's `n`, a list of prompts): each is a
+`Choice`, decoded as a row of its own. The worker hands text pieces (with the drawn token's
+log-probability, when asked) to the request's event loop as they come, tagged with the choice's
+index; a request that goes away (a client that disconnects mid-stream) sets its `cancelled` flag
+and the worker drops its rows before the next step.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from tinygpt.generate.decode import prompt_logprobs
 from tinygpt.generate.engine import (
     BatchedGeneration,
     FinishReason,
@@ -29,6 +32,7 @@ from tinygpt.generate.engine import (
     GenerationSettings,
     stream_text,
 )
+from tinygpt.generate.sampling import TokenLogprob
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.base import Tokenizer
 
@@ -42,43 +46,87 @@ class ServerBusy(Exception):
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One continuation a request asks for."""
+
+    prompt_ids: Sequence[int]
+    settings: GenerationSettings
+    # echo with logprobs: score the prompt's tokens first, with this many likeliest alternatives
+    score_prompt: int | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one step (or a beam search, all at once) added to a choice: text, often "", and the
+    drawn token's log-probability when the choice's settings ask for it."""
+
+    text: str
+    token: TokenLogprob | None = None
+
+
+@dataclass(frozen=True)
+class PromptScores:
+    """The log-probabilities of the prompt's tokens after the first (`Choice.score_prompt`)."""
+
+    tokens: list[TokenLogprob]
+
+
+@dataclass(frozen=True)
 class Finished:
-    """The last event of a job: why it stopped and what it used."""
+    """The last event of a choice: why it stopped and what it used."""
 
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
 
 
-Event = str | Finished | BaseException
+Event = Delta | PromptScores | Finished | BaseException
+
+
+@dataclass
+class Ticket:
+    """A request's view of its choices: their events, tagged with the choice's index, arrive in
+    `events`; `cancelled` tells the worker to stop them all."""
+
+    choices: int
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[tuple[int, Event]] = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, index: int, event: Event) -> None:
+        """Called from the worker thread."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is stopping
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (index, event))
+
+    async def stream(self) -> AsyncIterator[tuple[int, Delta | PromptScores | Finished]]:
+        """(choice index, event) until every choice has Finished; an error is raised here.
+        Leaving early (the client is gone, the task is cancelled) tells the worker to stop."""
+        running = self.choices
+        try:
+            while running:
+                index, event = await self.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield index, event
+                running -= isinstance(event, Finished)
+        finally:
+            self.cancelled.set()
 
 
 @dataclass
 class Job:
-    prompt_ids: list[int]
-    settings: GenerationSettings
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    """A choice in the worker's hands."""
+
+    choice: Choice
+    ticket: Ticket
+    index: int
+
+    @property
+    def cancelled(self) -> bool:
+        return self.ticket.cancelled.is_set()
 
     def emit(self, event: Event) -> None:
-        """Called from the worker thread."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is stopping
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-
-    async def stream(self) -> AsyncIterator[str | Finished]:
-        """Text pieces, then one Finished; a generation error is raised here. Leaving early
-        (the client is gone, the task is cancelled) tells the worker to stop this job."""
-        try:
-            while True:
-                event = await self.events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-                if isinstance(event, Finished):
-                    return
-        finally:
-            self.cancelled.set()
+        self.ticket.emit(self.index, event)
 
 
 class GenerationWorker:
@@ -116,23 +164,30 @@ class GenerationWorker:
             except queue.Empty:
                 break
             if job is not None:
-                job.cancelled.set()
+                job.ticket.cancelled.set()
         for job in [*self._running.values(), *self._held_back]:
-            job.cancelled.set()
+            job.ticket.cancelled.set()
         self._jobs.put(None)
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def submit(self, prompt_ids: Sequence[int], settings: GenerationSettings) -> Job:
-        """Queue a generation; call from the event loop. Raises ServerBusy if the queue is full."""
-        job = Job(list(prompt_ids), settings, asyncio.get_running_loop())
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
+    @property
+    def max_waiting(self) -> int:
+        return self._jobs.maxsize
+
+    def submit(self, choices: Sequence[Choice]) -> Ticket:
+        """Queue a request's choices, all or none; call from the event loop. Raises ServerBusy
+        if the queue has no room for them all (only this thread adds to it, so room checked
+        here is still there when they are put)."""
+        if len(choices) > self.max_waiting - self._jobs.qsize():
             raise ServerBusy(
-                f"{self._jobs.maxsize} requests are already waiting; retry in a moment"
-            ) from None
-        return job
+                f"{self._jobs.qsize()} of {self.max_waiting} places in the queue are taken; "
+                f"no room for {len(choices)} more; retry in a moment"
+            )
+        ticket = Ticket(len(choices), asyncio.get_running_loop())
+        for index, choice in enumerate(choices):
+            self._jobs.put_nowait(Job(choice, ticket, index))
+        return ticket
 
     def _run(self) -> None:
         batch: BatchedGeneration | None = None
@@ -167,32 +222,49 @@ class GenerationWorker:
     def _admit(self, job: Job, batch: BatchedGeneration | None) -> BatchedGeneration | None:
         """Start `job`: as a row of the batch (a new batch if none runs), or alone (beam
         search), or later (another precision). Returns the batch."""
-        if job.cancelled.is_set():
+        if job.cancelled:
             return batch
-        if job.settings.num_beams > 1:
+        choice = job.choice
+        if choice.settings.num_beams > 1:
             self._generate_alone(job)
             return batch
         try:
-            generation = Generation(self.tokenizer, job.prompt_ids, job.settings)
+            generation = Generation(self.tokenizer, choice.prompt_ids, choice.settings)
         except Exception as err:  # handed to the request: 400 for TinyGPTError, else 500
             job.emit(err)
             return batch
         if batch is None or not batch.rows:
-            batch = BatchedGeneration(self.model, self.tokenizer, job.settings.precision)
+            batch = BatchedGeneration(self.model, self.tokenizer, choice.settings.precision)
         if not batch.accepts(generation):
             self._held_back.append(job)
             return batch
+        if choice.score_prompt is not None and not self._score_prompt(job):
+            return batch
         batch.add(generation)
         if generation.finished:  # max_tokens 0
-            job.emit(Finished("length", len(job.prompt_ids), 0))
+            job.emit(Finished("length", len(choice.prompt_ids), 0))
         else:
             self._running[generation] = job
             self.peak_batch = max(self.peak_batch, len(batch.rows))
         return batch
 
+    def _score_prompt(self, job: Job) -> bool:
+        """Send the prompt's log-probabilities; False if that failed (the request is told)."""
+        choice = job.choice
+        try:
+            scores = prompt_logprobs(
+                self.model, choice.prompt_ids, choice.score_prompt or 0, self.tokenizer.vocab_size
+            )
+        except Exception as err:  # handed to the request: a 500
+            log.debug("scoring the prompt failed", exc_info=True)
+            job.emit(err)
+            return False
+        job.emit(PromptScores(scores))
+        return True
+
     def _drop_cancelled(self, batch: BatchedGeneration | None) -> None:
         for generation, job in list(self._running.items()):
-            if job.cancelled.is_set():
+            if job.cancelled:
                 log.info("client gone; stopped after %d tokens", len(generation.generated))
                 if batch is not None:
                     batch.drop(generation)
@@ -210,8 +282,9 @@ class GenerationWorker:
             return
         for generation, piece in events:
             job = self._running[generation]
-            if piece:
-                job.emit(piece)
+            asks_logprobs = generation.settings.logprobs is not None
+            if piece or asks_logprobs:
+                job.emit(Delta(piece, generation.token_logprobs[-1] if asks_logprobs else None))
             if generation.finished:
                 assert generation.finish_reason is not None
                 job.emit(
@@ -226,12 +299,13 @@ class GenerationWorker:
     def _generate_alone(self, job: Job) -> None:
         """Beam search, which cannot share a batch, runs to its end (or its client's leaving)."""
         try:
-            stream = stream_text(self.model, self.tokenizer, job.prompt_ids, job.settings)
+            choice = job.choice
+            stream = stream_text(self.model, self.tokenizer, choice.prompt_ids, choice.settings)
             for piece in stream:
-                if job.cancelled.is_set():
+                if job.cancelled:
                     log.info("client gone; stopped after %d tokens", stream.completion_tokens)
                     return
-                job.emit(piece)
+                job.emit(Delta(piece))
         except Exception as err:  # handed to the request: 400 for TinyGPTError, else 500
             log.debug("generation failed", exc_info=True)
             job.emit(err)
