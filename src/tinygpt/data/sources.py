@@ -68,6 +68,7 @@ DAILYDIALOG_EOU = "__eou__"  # DailyDialog's end-of-utterance marker
 DAILYDIALOG_LABELS = re.compile(r"dialogues_(act|emotion)_.*\.txt")  # labels, not text
 FINGERPRINT_VERSION = 1  # bump when the same bytes start to give different documents
 LOCAL_PATH_HINT = "--data path/to/file.txt|.jsonl|folder"
+IMPORTED_PREFIX = "imported:"  # data.source of a run made by import-hf: no text of its own
 
 Document = str | Conversation
 DocumentStream = Callable[[], Iterator[Document]]
@@ -186,12 +187,24 @@ class _SourceFile:
     name: str  # inside a folder or glob: decides order, so it is part of the fingerprint
 
 
+def imported_source(model_dir: str) -> str:
+    """The data source recorded for a model imported from `model_dir`: it names where the
+    weights came from, and reading it as text is refused (`open_corpus`)."""
+    return f"{IMPORTED_PREFIX}{model_dir}"
+
+
 def open_corpus(config: DataConfig, cache_dir: Path | None = None) -> Corpus:
     """Open `config.source`; every file is checked (and hashed) now, so errors come early.
 
     Several sources joined by `+` (`hf:daily_dialog+hf:allenai/prosocial-dialog`, seed 002's
     mix) become one corpus: each split chains the documents of the sources that have it.
     """
+    if config.source.startswith(IMPORTED_PREFIX):
+        raise DataError(
+            f"this run was imported from {config.source.removeprefix(IMPORTED_PREFIX)} and has "
+            "no training data of its own; give --data SOURCE (a text file, folder or prepared "
+            "directory) to score or train it on"
+        )
     parts = _source_parts(config.source)
     opened = [_open_source(part, config, cache_dir) for part in parts]
     if len(opened) == 1:
