@@ -9,8 +9,8 @@ what the text is, not by where it was found.
 Documents in plain text: a line holding only `<|endoftext|>` (TinyStories V2, CS336) ends a
 document; the separator lines are dropped, each document is stripped of surrounding whitespace
 and empty ones are skipped. A text without any separator line is ONE document, returned
-unchanged (TinyShakespeare; prepare then splits it by position). Such a file is held in memory
-whole, so a many-GB corpus should use separators or be split into files.
+unchanged as a `WholeFile` (TinyShakespeare; prepare may split it by position). Such a file is
+held in memory whole, so a many-GB corpus should use separators or be split into files.
 
 Splits: a folder with a `train/` subfolder (DailyDialog's layout) reads only `train/` and, as the
 "validation" split, `validation/` (or valid/, val/, dev/); `test/` is never read. A Hugging Face
@@ -74,6 +74,13 @@ Document = str | Conversation
 DocumentStream = Callable[[], Iterator[Document]]
 FileKind = Literal["text", "dailydialog", "jsonl", "json"]
 RecordLayout = Literal["text", "dailydialog", "prosocial_columns", "prosocial_rows"]
+
+
+class WholeFile(str):
+    """A text file without document separators, as its one document. It is not a unit the way
+    a story is: prepare cuts a large one by position rather than send it whole to one split."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -310,7 +317,7 @@ def split_documents(lines: Iterable[str]) -> Iterator[str]:
     if is_separated:
         document = document.strip()
     if document.strip():
-        yield document
+        yield document if is_separated else WholeFile(document)
 
 
 def _builtin_split(name: str) -> _Split:
