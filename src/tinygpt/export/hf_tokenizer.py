@@ -32,7 +32,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.tokenizers.base import Tokenizer
-from tinygpt.tokenizers.bpe import BPETokenizer
+from tinygpt.tokenizers.bpe import BPETokenizer, hf_tokenizer_from_json
 from tinygpt.tokenizers.char import REPLACEMENT_CHAR, UNK_TOKEN, CharTokenizer
 from tinygpt.tokenizers.sentencepiece_bpe import SPACE_PIECE, SentencePieceTokenizer
 from tinygpt.tokenizers.tiktoken_gpt2 import EOT_ID, EOT_TOKEN, GPT2Tokenizer, merge_pairs
@@ -213,7 +213,7 @@ def import_tokenizer(hf_dir: Path) -> ImportedTokenizer:
             f"{GPT2_MERGES})"
         )
         raise CheckpointError(f"{hf_dir} has {found}; tinygpt imports {SUPPORTED}")
-    text, document = _read_tokenizer_json(path)
+    document = _read_tokenizer_json(path)
     model_type = document["model"]["type"]
     if model_type == "WordLevel":
         return ImportedTokenizer(_char_tokenizer(document, path), {"tokenizer": "char"})
@@ -221,23 +221,22 @@ def import_tokenizer(hf_dir: Path) -> ImportedTokenizer:
         gpt2 = _gpt2_of(document)
         if gpt2 is not None:
             return ImportedTokenizer(gpt2, {"tokenizer": "gpt2"})
-        return ImportedTokenizer(_byte_level_bpe(text, path), {"tokenizer": "bpe"})
+        return ImportedTokenizer(_byte_level_bpe(document, path), {"tokenizer": "bpe"})
     raise ConfigError(
         f"{path} is a {model_type} tokenizer with no tinygpt equivalent; "
         f"tinygpt imports {SUPPORTED}"
     )
 
 
-def _read_tokenizer_json(path: Path) -> tuple[str, dict[str, Any]]:
-    """The text and the JSON object of a tokenizer.json that names its model's type."""
+def _read_tokenizer_json(path: Path) -> dict[str, Any]:
+    """The JSON object of a tokenizer.json that names its model's type."""
     try:
-        text = path.read_bytes().decode("utf-8")
-        document = json.loads(text)
+        document = json.loads(path.read_bytes().decode("utf-8"))
         if not isinstance(document["model"]["type"], str):
             raise TypeError("model.type is not a string")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
         raise CheckpointError(f"{path} is not a Hugging Face tokenizer.json") from None
-    return text, document
+    return document
 
 
 def _pre_tokenizer(document: dict[str, Any]) -> dict[str, Any]:
@@ -270,10 +269,10 @@ def _gpt2_of(document: dict[str, Any]) -> GPT2Tokenizer | None:
     return GPT2Tokenizer.from_openai_files(encoder_json, vocab_bpe)
 
 
-def _byte_level_bpe(text: str, path: Path) -> BPETokenizer:
+def _byte_level_bpe(document: dict[str, Any], path: Path) -> BPETokenizer:
     try:
-        return BPETokenizer(HFTokenizer.from_str(text))
-    except Exception as err:  # the Rust library raises a bare Exception for a malformed file
+        return BPETokenizer(hf_tokenizer_from_json(document))
+    except ValueError as err:
         raise ConfigError(
             f"{path} is a byte-level BPE that tinygpt cannot use ({err}); tinygpt imports "
             f"{SUPPORTED}"
