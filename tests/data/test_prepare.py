@@ -421,6 +421,7 @@ def test_a_setting_that_contradicts_the_directory_names_both(bpe_directory: Path
         with_prepared_settings(RunConfig(data=data))
 
 
+@pytest.mark.slow
 def test_train_on_a_prepared_directory_needs_no_tokenizer_flag(
     capsys, tmp_path: Path, small_text_file: Path
 ):
