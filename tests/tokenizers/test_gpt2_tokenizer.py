@@ -163,18 +163,23 @@ def test_a_moved_folder_falls_back_to_the_environment(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("prepared_by", ["this tinygpt", "an older one"])
 def test_prepared_data_and_its_run_sample_with_the_bpe_folder_gone(
-    bpe_dir: Path, small_text_file: Path, capsys, tmp_path: Path
+    prepared_by: str, bpe_dir: Path, small_text_file: Path, capsys, tmp_path: Path
 ):
     folder = Path(shutil.copytree(bpe_dir, tmp_path / "gpt2_bpe"))
     data, run_dir = tmp_path / "prepared", tmp_path / "run"
     code, _, err = run_cli(capsys, "prepare", small_text_file, "--out", data, "--tokenizer",
                            "gpt2", "--gpt2_bpe_dir", folder, "--workers", "1")  # fmt: skip
     assert code == 0, err
-    shutil.rmtree(folder)  # and the fixture unset the environment variable and the network
+    if prepared_by == "an older one":  # its tokenizer.json named the folder: the run must not
+        (data / "tokenizer.json").write_text(json.dumps({"kind": "gpt2", "bpe_dir": str(folder)}))
+    else:
+        shutil.rmtree(folder)  # and the fixture unset the environment variable and the network
     code, _, err = run_cli(capsys, "train", "--data", data, "--out", run_dir, *TINY,
                            "--max_iters", "1", "--eval_interval", "1")  # fmt: skip
     assert code == 0, err
+    shutil.rmtree(folder, ignore_errors=True)
     code, out, err = run_cli(capsys, "sample", run_dir, "--prompt", "KING", "--max-new-tokens", 4)
     assert code == 0, err
     assert out.startswith("KING")

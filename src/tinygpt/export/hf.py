@@ -501,11 +501,10 @@ def import_hf(hf_dir: Path, run_dir: Path) -> ImportResult:
     # no training data: the folder is not text, and eval of it must ask for --data instead
     data = DataConfig(source=imported_source(source), **imported.data_fields)
     config = RunConfig(model=model_config, data=data)
-    tokenizer_json = json.dumps(tokenizer.to_dict(), ensure_ascii=False, indent=1) + "\n"
     create_run_dir(
         run_dir,
         config.to_json(),
-        tokenizer_json,
+        tokenizer.to_json(),
         {"imported_from": source, "model_class": HF_CLASSES[architecture]},
     )
     save_checkpoint(run_dir, 0, model, {}, {"val_loss": None, "imported_from": source}, True)

@@ -528,7 +528,9 @@ def start_run(config: RunConfig, run_dir: Path) -> Trainer:
         model=dataclasses.replace(config.model, vocab_size=vocab_size),
         train=steps_for_epochs(config, prepared.train_tokens),
     )
-    tokenizer_json = prepared.tokenizer_path.read_text(encoding="utf-8")
+    # written afresh, not copied: data prepared before GPT-2's merges were kept in tokenizer.json
+    # names a folder of them, and the run must hold them itself
+    tokenizer_json = load_tokenizer(prepared.tokenizer_path).to_json()
     distributed.run_on_main(
         context,
         lambda: create_run_dir(run_dir, config.to_json(), tokenizer_json, _data_info(prepared)),
