@@ -66,8 +66,7 @@ class GPT2Tokenizer(Tokenizer):
     def from_openai_files(cls, encoder_json: bytes, vocab_bpe: bytes) -> GPT2Tokenizer | None:
         """GPT-2's tokenizer if these are OpenAI's two files (as Hugging Face's vocab.json and
         merges.txt), else None."""
-        is_gpt2 = _sha256(encoder_json) == ENCODER_JSON_SHA256
-        return cls(vocab_bpe) if is_gpt2 and _sha256(vocab_bpe) == VOCAB_BPE_SHA256 else None
+        return cls(vocab_bpe) if _are_openai_files(encoder_json, vocab_bpe) else None
 
     def openai_files(self) -> tuple[bytes, bytes]:
         """OpenAI's encoder.json and vocab.bpe, byte for byte (Hugging Face's vocab.json and
@@ -145,12 +144,17 @@ def _vocab_bpe_in(folder: str, origin: str) -> bytes:
         raise DataError(f"{origin}={folder} has no encoder.json and vocab.bpe; {FIX}") from None
     except OSError as err:
         raise DataError(f"{origin}={folder} cannot be read ({err}); {FIX}") from None
-    if GPT2Tokenizer.from_openai_files(encoder_json, vocab_bpe) is None:
+    if not _are_openai_files(encoder_json, vocab_bpe):
         raise DataError(
             f"{origin}={folder} does not hold GPT-2's BPE files (their sha256 differs from "
             "OpenAI's); give the folder of the original encoder.json and vocab.bpe"
         )
     return vocab_bpe
+
+
+def _are_openai_files(encoder_json: bytes, vocab_bpe: bytes) -> bool:
+    is_encoder = _sha256(encoder_json) == ENCODER_JSON_SHA256
+    return is_encoder and _sha256(vocab_bpe) == VOCAB_BPE_SHA256
 
 
 def _sha256(data: bytes) -> str:
