@@ -575,7 +575,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     print(
         f"{prepared.directory}: {prepared.train_tokens:,} train and {prepared.val_tokens:,} val "
         f"tokens ({prepared.dtype}), vocab {prepared.vocab_size:,}; train with: tinygpt train "
-        f"--data {prepared.directory} --tokenizer {config.tokenizer} --out RUN_DIR"
+        f"--data {prepared.directory} --out RUN_DIR"
     )
     return 0
 

@@ -1,16 +1,25 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import TINY, assert_one_line_error, run_cli
 
 import tinygpt.data.prepare as prepare
-from tinygpt.config import DataConfig
+from tinygpt.config import DataConfig, RunConfig
 from tinygpt.data.memmap import open_tokens
-from tinygpt.data.prepare import PreparedData, load_prepared, prepare_dataset
+from tinygpt.data.prepare import (
+    PreparedData,
+    load_prepared,
+    prepare_dataset,
+    with_prepared_settings,
+)
+from tinygpt.data.sources import read_source
 from tinygpt.errors import DataError
+from tinygpt.presets import get_preset
 from tinygpt.tokenizers.base import load_tokenizer
 from tinygpt.tokenizers.char import CharTokenizer
 
@@ -279,3 +288,165 @@ def test_prepared_data_of_another_vocabulary_is_refused(corpus: Path, cache_dir:
     with pytest.raises(DataError, match="another vocabulary"):
         prepare_dataset(config, tokenizer=CharTokenizer.train(TEXT + "xyz"))
     assert prepare_dataset(config, tokenizer=load_tokenizer(default.tokenizer_path)) == default
+
+
+# ----------------------------------------------------------------------------------------------
+# The validation share: close to val_fraction, whatever the documents are
+
+
+def shakespeare_lines() -> list[str]:
+    """Lines of real text, without the blank lines that the char tokenizer's separator is."""
+    return [line for line in read_source("tinyshakespeare").text[:200_000].splitlines() if line]
+
+
+def big_files() -> list[str]:
+    """Three texts without separators, 40/30/30 of 60,000 characters."""
+    text = "\n".join(shakespeare_lines())[:60_000]
+    return [text[:24_000], text[24_000:42_000], text[42_000:]]
+
+
+def stories(count: int) -> list[str]:
+    """Short documents of four lines each."""
+    lines = shakespeare_lines()
+    return ["\n".join(lines[4 * i : 4 * i + 4]) for i in range(count)]
+
+
+def write_files(folder: Path, texts: list[str]) -> Path:
+    folder.mkdir()
+    for index, text in enumerate(texts):
+        (folder / f"{index:04d}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+def split_texts(prepared: PreparedData) -> tuple[str, str]:
+    tokenizer = load_tokenizer(prepared.tokenizer_path)
+    train, val = (open_tokens(p, prepared.dtype) for p in (prepared.train_path, prepared.val_path))
+    return tokenizer.decode(train), tokenizer.decode(val)
+
+
+LAYOUTS = {
+    "few big files": big_files,  # the first went to validation whole: 40%
+    "one big file": lambda: ["".join(big_files())],
+    "many small files": lambda: stories(400),
+    "many separated documents": lambda: ["\n<|endoftext|>\n".join(stories(400))],
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_validation_share_is_close_to_val_fraction(
+    layout: str, tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+):
+    folder = write_files(tmp_path / "corpus", LAYOUTS[layout]())
+    with caplog.at_level("INFO", logger="tinygpt.data.prepare"):
+        prepared = prepare_dataset(DataConfig(source=str(folder), workers=1))
+    share = prepared.val_tokens / (prepared.train_tokens + prepared.val_tokens)
+    assert 0.085 < share < 0.115, share  # the three big files gave 0.40
+    assert f"({100 * share:.1f}% validation" in caplog.text
+    assert "WARNING" not in [record.levelname for record in caplog.records]
+
+
+def test_each_big_file_without_separators_gives_its_end_to_validation(
+    tmp_path: Path, cache_dir: Path
+):
+    texts = big_files()
+    folder = write_files(tmp_path / "corpus", texts)
+    train, val = split_texts(prepare_dataset(DataConfig(source=str(folder), workers=1)))
+    separator = "\n\n"  # the char tokenizer's, after each part; the texts have no blank line
+    ends = val.split(separator)[:-1]
+    # each file's last ~10% validates, from the start of a line, and the rest trains
+    assert len(ends) == len(texts)
+    pairs = list(zip(texts, ends, strict=True))
+    assert all(text.endswith("\n" + end) for text, end in pairs)
+    assert all(0.08 < len(end) / len(text) < 0.12 for text, end in pairs)
+    assert train == "".join(text[: -len(end)] + separator for text, end in pairs)
+
+
+def test_small_files_without_separators_stay_whole(tmp_path: Path, cache_dir: Path):
+    texts = stories(400)  # a folder of one story per file: none is cut through
+    folder = write_files(tmp_path / "corpus", texts)
+    train, val = split_texts(prepare_dataset(DataConfig(source=str(folder), workers=1)))
+    held_out = [text for index, text in enumerate(texts) if prepare._is_validation(index, 0.1)]
+    assert val == "".join(text + "\n\n" for text in held_out)
+    assert train.count("\n\n") == len(texts) - len(held_out)
+
+
+def test_a_split_far_from_val_fraction_is_warned(
+    tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+):
+    # three separated documents: the first, 60% of the text, goes to validation whole
+    text = "\n".join(shakespeare_lines())
+    documents = [text[:6_000], text[6_000:8_000], text[8_000:10_000]]
+    path = tmp_path / "three.txt"
+    path.write_text("\n<|endoftext|>\n".join(documents), encoding="utf-8")
+    with caplog.at_level("INFO", logger="tinygpt.data.prepare"):
+        prepared = prepare_dataset(DataConfig(source=str(path), workers=1))
+    assert prepared.val_tokens > prepared.train_tokens
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "validation holds 60.0% of the tokens though val_fraction=0.1" in warnings[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# A prepared directory describes itself
+
+
+@pytest.fixture
+def bpe_directory(corpus: Path, tmp_path: Path, cache_dir: Path) -> Path:
+    config = DataConfig(
+        source=str(corpus), tokenizer="bpe", tokenizer_vocab_size=300, val_fraction=0.2, workers=1
+    )
+    return prepare_dataset(config, out_dir=tmp_path / "prepared").directory
+
+
+def test_a_prepared_directory_brings_its_own_settings(bpe_directory: Path):
+    config = with_prepared_settings(RunConfig(data=DataConfig(source=str(bpe_directory))))
+    data = config.data
+    assert (data.tokenizer, data.tokenizer_vocab_size, data.val_fraction) == ("bpe", 300, 0.2)
+    assert prepare_dataset(data).directory == bpe_directory
+
+
+def test_a_presets_tokenizer_yields_to_the_directorys(bpe_directory: Path):
+    preset = get_preset("tinystories-small")  # gpt2, for its own TinyStories source
+    config = dataclasses.replace(
+        preset, data=dataclasses.replace(preset.data, source=str(bpe_directory))
+    )
+    assert with_prepared_settings(config).data.tokenizer == "bpe"
+
+
+def test_a_setting_that_contradicts_the_directory_names_both(bpe_directory: Path):
+    data = DataConfig(source=str(bpe_directory), tokenizer="sentencepiece", val_fraction=0.2)
+    with pytest.raises(
+        DataError, match=r"prepared with tokenizer=bpe \(the run sets sentencepiece\)"
+    ):
+        with_prepared_settings(RunConfig(data=data))
+
+
+@pytest.mark.slow
+def test_train_on_a_prepared_directory_needs_no_tokenizer_flag(
+    capsys, tmp_path: Path, small_text_file: Path
+):
+    data = tmp_path / "prepared"
+    code, out, err = run_cli(capsys, "prepare", small_text_file, "--out", data, "--tokenizer",
+                             "bpe", "--tokenizer_vocab_size", "300", "--workers", "1")  # fmt: skip
+    assert code == 0, err
+    assert "--tokenizer" not in out  # the hint to train with it
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", run_dir, *TINY,
+                           "--max_iters", "2", "--eval_interval", "2")  # fmt: skip
+    assert code == 0, err  # was: prepared with the bpe tokenizer but the run asks for char
+    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    assert (saved["data"]["tokenizer"], saved["data"]["tokenizer_vocab_size"]) == ("bpe", 300)
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", tmp_path / "other",
+                           "--tokenizer", "gpt2", *TINY)  # fmt: skip
+    assert_one_line_error(code, err, "prepared with tokenizer=bpe (the run sets gpt2)")
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_directory_prepared_before_the_split_rule_changed_is_still_read(
+    corpus: Path, tmp_path: Path, cache_dir: Path
+):
+    prepared = prepare_dataset(DataConfig(source=str(corpus), workers=1), out_dir=tmp_path / "p")
+    meta = json.loads((prepared.directory / "meta.json").read_text(encoding="utf-8"))
+    meta["format_version"] = 3  # its files have the same layout
+    (prepared.directory / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert prepare_dataset(DataConfig(source=str(prepared.directory))) == prepared

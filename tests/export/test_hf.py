@@ -11,11 +11,12 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Tokenizer as HFGPT2Tokenizer
 
 from tinygpt.generate.decode import sample_tokens
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
-from tinygpt.train.checkpoint import load_checkpoint, load_model_from_run
+from tinygpt.train.checkpoint import load_checkpoint, load_model_from_run, read_run_config_dict
 
 LLAMA = {"norm": "rmsnorm", "position": "rope", "ffn": "swiglu", "bias": False}
 VARIANTS = {
@@ -196,7 +197,43 @@ def test_gpt2_tokenizer_run_matches_in_transformers(make_run, shared_data, capsy
     )
     assert_same_state(model, imported)
     assert isinstance(imported_tokenizer, GPT2Tokenizer)
-    assert Path(imported_tokenizer.bpe_dir).parent == (tmp_path / "back").resolve()
+    assert imported_tokenizer.to_dict() == gpt2.to_dict()  # OpenAI's merges, in the run
+
+
+def test_a_gpt2_saved_by_todays_transformers_imports(shared_data, capsys, tmp_path):
+    """transformers 5's save_pretrained writes GPT-2's tokenizer as tokenizer.json alone."""
+    bpe = shared_data / "gpt2_bpe"
+    vocab = json.loads((bpe / "encoder.json").read_text(encoding="utf-8"))
+    merges = [tuple(line.split(" ")) for line in (bpe / "vocab.bpe").read_text().splitlines()[1:]]
+    hf_dir = tmp_path / "hf"
+    HFGPT2Tokenizer(vocab=vocab, merges=merges).save_pretrained(hf_dir)
+    assert not (hf_dir / "vocab.json").exists() and not (hf_dir / "merges.txt").exists()
+    hf_config = GPT2Config(vocab_size=50257, n_positions=16, n_embd=8, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    hf_model = GPT2LMHeadModel(hf_config).eval()
+    hf_model.save_pretrained(hf_dir)
+    run_dir = import_back(capsys, hf_dir, tmp_path / "back")
+    imported, tokenizer, _ = load_model_from_run(run_dir)
+    assert isinstance(tokenizer, GPT2Tokenizer)
+    ids = tokenizer.encode("Once upon a time")
+    assert ids == AutoTokenizer.from_pretrained(hf_dir).encode("Once upon a time")
+    with torch.no_grad():
+        expected = hf_model(torch.tensor([ids])).logits
+        assert (imported(torch.tensor([ids])) - expected).abs().max().item() < 1e-4
+
+
+def test_an_imported_run_records_no_training_data(make_run, sample_text, capsys, tmp_path):
+    run_dir, _, _ = make_run("run")
+    hf_dir = export(capsys, run_dir, tmp_path / "hf")
+    back = import_back(capsys, hf_dir, tmp_path / "back")
+    assert read_run_config_dict(back)["data"]["source"] == f"imported:{hf_dir.resolve()}"
+    code, _, err = run_cli(capsys, "eval", back)  # it scored the model folder's files
+    assert_one_line_error(code, err, "imported from", "give --data")
+    text = tmp_path / "text.txt"
+    text.write_text(sample_text * 20, encoding="utf-8")
+    code, out, err = run_cli(capsys, "eval", back, "--data", text, "--batch-size", 2)
+    assert code == 0, err
+    assert "loss" in out
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase
+from transformers import GPT2Tokenizer as HFGPT2Tokenizer
 
-from tinygpt.errors import ConfigError
-from tinygpt.export.hf_tokenizer import GPT2_DIR, export_tokenizer, import_tokenizer
+from tinygpt.errors import CheckpointError, ConfigError
+from tinygpt.export.hf_tokenizer import export_tokenizer, import_tokenizer
 from tinygpt.tokenizers.base import Tokenizer
 from tinygpt.tokenizers.bpe import BPETokenizer
 from tinygpt.tokenizers.char import CharTokenizer
@@ -24,6 +25,7 @@ TEXTS = [
     "  two  spaces,\ttabs\n\n\nand new lines \n",
     "café naïve über 日本語 привет 😀🚀 don't it's we'll",
     "unseen: ☃ ŋ \U0001d518 \x00 \u200b",
+    "## Heading #1 ### (GPT-2 has merges that start with #)",
     "",
 ]
 SPECIAL_STRINGS = ("<|endoftext|>", "<s>", "</s>", "<sep>", "<pad>", "<unk>", "\u2581")
@@ -126,22 +128,68 @@ def test_import_gives_back_the_same_tokenizer(kind, request, tmp_path: Path):
         "sentencepiece": lambda: request.getfixturevalue("spiece"),
     }[kind]()
     write_hf_tokenizer(tokenizer, tmp_path / "hf")
-    imported = import_tokenizer(tmp_path / "hf", tmp_path / "run")
+    imported = import_tokenizer(tmp_path / "hf")
     assert imported.tokenizer.to_dict() == tokenizer.to_dict()
     assert imported.data_fields["tokenizer"] == tokenizer.kind
 
 
-def test_import_keeps_gpt2_files_in_the_run(gpt2: GPT2Tokenizer, tmp_path: Path):
+@pytest.mark.parametrize("layout", ["vocab.json + merges.txt", "tokenizer.json alone"])
+def test_import_of_gpt2s_files_is_the_gpt2_tokenizer(gpt2: GPT2Tokenizer, layout, tmp_path: Path):
     write_hf_tokenizer(gpt2, tmp_path / "hf")
-    imported = import_tokenizer(tmp_path / "hf", tmp_path / "run")
+    if layout == "tokenizer.json alone":
+        (tmp_path / "hf" / "vocab.json").unlink()
+        (tmp_path / "hf" / "merges.txt").unlink()
+    imported = import_tokenizer(tmp_path / "hf")
     assert isinstance(imported.tokenizer, GPT2Tokenizer)
-    assert imported.tokenizer.bpe_dir == str((tmp_path / "run" / GPT2_DIR).resolve())
-    assert set(imported.files) == {f"{GPT2_DIR}/encoder.json", f"{GPT2_DIR}/vocab.bpe"}
+    assert imported.data_fields == {"tokenizer": "gpt2"}
     assert imported.tokenizer.encode(TEXTS[2]) == gpt2.encode(TEXTS[2])
+
+
+@pytest.fixture(scope="module")
+def transformers5_gpt2_dir(shared_data: Path, tmp_path_factory) -> Path:
+    """GPT-2's tokenizer as today's transformers saves it: tokenizer.json, no vocab.json and
+    merges.txt (what `GPT2Tokenizer.from_pretrained("gpt2").save_pretrained` writes)."""
+    bpe = shared_data / "gpt2_bpe"
+    vocab = json.loads((bpe / "encoder.json").read_text(encoding="utf-8"))
+    lines = (bpe / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
+    directory = tmp_path_factory.mktemp("transformers5-gpt2")
+    HFGPT2Tokenizer(vocab=vocab, merges=[tuple(line.split(" ")) for line in lines]).save_pretrained(
+        directory
+    )
+    return directory
+
+
+def test_transformers5_gpt2_tokenizer_json_alone_is_the_gpt2_tokenizer(
+    transformers5_gpt2_dir: Path, gpt2: GPT2Tokenizer
+):
+    assert not (transformers5_gpt2_dir / "vocab.json").exists()  # the layout that was refused
+    imported = import_tokenizer(transformers5_gpt2_dir)
+    assert isinstance(imported.tokenizer, GPT2Tokenizer)
+    assert imported.tokenizer.encode(TEXTS[0]) == gpt2.encode(TEXTS[0])
+
+
+def test_a_gpt2_tokenizer_json_with_one_merge_less_is_not_gpt2s(
+    transformers5_gpt2_dir: Path, tmp_path: Path
+):
+    document = json.loads((transformers5_gpt2_dir / "tokenizer.json").read_text("utf-8"))
+    document["model"]["merges"].pop()
+    (tmp_path / "tokenizer.json").write_text(json.dumps(document), encoding="utf-8")
+    # a byte-level BPE, then; without tinygpt's special tokens it is refused in one message
+    with pytest.raises(ConfigError, match="byte-level BPE that tinygpt cannot use"):
+        import_tokenizer(tmp_path)
 
 
 def test_import_refuses_a_tokenizer_without_tinygpt_equivalent(tmp_path: Path):
     document = {"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}}, "pre_tokenizer": None}
     (tmp_path / "tokenizer.json").write_text(json.dumps(document), encoding="utf-8")
     with pytest.raises(ConfigError, match="WordPiece tokenizer with no tinygpt equivalent"):
-        import_tokenizer(tmp_path, tmp_path / "run")
+        import_tokenizer(tmp_path)
+
+
+def test_truncated_gpt2_files_without_tokenizer_json_are_named(gpt2: GPT2Tokenizer, tmp_path):
+    write_hf_tokenizer(gpt2, tmp_path)
+    (tmp_path / "tokenizer.json").unlink()
+    merges = (tmp_path / "merges.txt").read_bytes()
+    (tmp_path / "merges.txt").write_bytes(merges[: len(merges) // 2])
+    with pytest.raises(CheckpointError, match=r"merges\.txt that are not GPT-2's"):
+        import_tokenizer(tmp_path)

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
-import tiktoken
+import tiktoken.load
+from cli_helpers import TINY, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinygpt.errors import CheckpointError, DataError
 from tinygpt.tokenizers.base import StreamDecoder, load_tokenizer
 from tinygpt.tokenizers.bpe import encode_in_chunks
-from tinygpt.tokenizers.tiktoken_gpt2 import BPE_DIR_ENV, GPT2Tokenizer
+from tinygpt.tokenizers.tiktoken_gpt2 import (
+    BPE_DIR_ENV,
+    ENCODER_JSON_SHA256,
+    VOCAB_BPE_SHA256,
+    GPT2Tokenizer,
+)
+from tinygpt.train.checkpoint import sha256_of
 
 # fixtures are function-scoped, and the tokenizer (cached per folder) is the same in every example
 CHARACTERS = st.sampled_from(list("ab \n\t.é😀")) | st.characters(codec="utf-8")
@@ -21,14 +30,14 @@ FIXTURE_OK = settings(deadline=None, suppress_health_check=[HealthCheck.function
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """tiktoken copies the files it reads into its cache; never download in a test."""
+    """Never download in a test, nor find a download cached by tiktoken earlier."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))
     monkeypatch.delenv(BPE_DIR_ENV, raising=False)
 
-    def no_network(name: str) -> tiktoken.Encoding:
+    def no_network(url: str) -> bytes:
         raise OSError("no network in tests")
 
-    monkeypatch.setattr(tiktoken, "get_encoding", no_network)
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
 
 
 @pytest.fixture
@@ -87,13 +96,44 @@ def test_stream_decoder_never_splits_a_character(gpt2: GPT2Tokenizer):
     assert not any("\ufffd" in piece for piece in pieces)
 
 
-def test_save_and_load_give_identical_encodings(gpt2: GPT2Tokenizer, bpe_dir: Path, tmp_path: Path):
+def test_save_and_load_give_identical_encodings(gpt2: GPT2Tokenizer, tmp_path: Path):
     path = tmp_path / "tokenizer.json"
     gpt2.save(path)
-    assert gpt2.to_dict() == {"kind": "gpt2", "bpe_dir": str(bpe_dir.resolve())}
     loaded = load_tokenizer(path)
     assert isinstance(loaded, GPT2Tokenizer)
     assert loaded.encode("Hello world 😀") == gpt2.encode("Hello world 😀")
+    assert loaded.to_dict() == gpt2.to_dict()
+
+
+def test_a_saved_tokenizer_needs_neither_its_folder_nor_the_network(bpe_dir: Path, tmp_path):
+    folder = Path(shutil.copytree(bpe_dir, tmp_path / "gpt2_bpe"))
+    path = tmp_path / "tokenizer.json"
+    GPT2Tokenizer.load(str(folder)).save(path)
+    shutil.rmtree(folder)  # and the fixture unset the environment variable and the network
+    assert load_tokenizer(path).encode("Hello world") == [15496, 995]
+    assert str(folder) not in path.read_text(encoding="utf-8")
+    assert path.stat().st_size < 1_000_000  # vocab.bpe's lines; encoder.json follows from them
+
+
+def test_the_saved_merges_give_back_openais_files_byte_for_byte(gpt2: GPT2Tokenizer):
+    encoder_json, vocab_bpe = gpt2.openai_files()
+    assert sha256_of(encoder_json) == ENCODER_JSON_SHA256
+    assert sha256_of(vocab_bpe) == VOCAB_BPE_SHA256
+
+
+def test_an_edited_tokenizer_json_cannot_pass_for_gpt2s(gpt2: GPT2Tokenizer, tmp_path: Path):
+    document = gpt2.to_dict()
+    document["vocab_bpe"][1], document["vocab_bpe"][2] = document["vocab_bpe"][2:0:-1]
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"not GPT-2's vocab\.bpe"):
+        load_tokenizer(path)
+
+
+def test_an_older_tokenizer_json_naming_the_folder_still_loads(bpe_dir: Path, tmp_path: Path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps({"kind": "gpt2", "bpe_dir": str(bpe_dir)}), encoding="utf-8")
+    assert load_tokenizer(path).encode("Hello world") == [15496, 995]
 
 
 def test_environment_variable_names_the_folder(bpe_dir: Path, monkeypatch: pytest.MonkeyPatch):
@@ -120,3 +160,26 @@ def test_a_moved_folder_falls_back_to_the_environment(
         load_tokenizer(path)
     monkeypatch.setenv(BPE_DIR_ENV, str(bpe_dir))
     assert load_tokenizer(path).encode("Hello world") == [15496, 995]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prepared_by", ["this tinygpt", "an older one"])
+def test_prepared_data_and_its_run_sample_with_the_bpe_folder_gone(
+    prepared_by: str, bpe_dir: Path, small_text_file: Path, capsys, tmp_path: Path
+):
+    folder = Path(shutil.copytree(bpe_dir, tmp_path / "gpt2_bpe"))
+    data, run_dir = tmp_path / "prepared", tmp_path / "run"
+    code, _, err = run_cli(capsys, "prepare", small_text_file, "--out", data, "--tokenizer",
+                           "gpt2", "--gpt2_bpe_dir", folder, "--workers", "1")  # fmt: skip
+    assert code == 0, err
+    if prepared_by == "an older one":  # its tokenizer.json named the folder: the run must not
+        (data / "tokenizer.json").write_text(json.dumps({"kind": "gpt2", "bpe_dir": str(folder)}))
+    else:
+        shutil.rmtree(folder)  # and the fixture unset the environment variable and the network
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", run_dir, *TINY,
+                           "--max_iters", "1", "--eval_interval", "1")  # fmt: skip
+    assert code == 0, err
+    shutil.rmtree(folder, ignore_errors=True)
+    code, out, err = run_cli(capsys, "sample", run_dir, "--prompt", "KING", "--max-new-tokens", 4)
+    assert code == 0, err
+    assert out.startswith("KING")

@@ -14,13 +14,19 @@ Which text is validation:
 - the source's own validation split where it has one (DailyDialog, Hugging Face datasets);
 - otherwise whole documents, every document going to validation with probability val_fraction
   by a fixed rule on its index (never a cut through the middle of a story);
+- except a file without document separators big enough to tip that split (more than half of
+  val_fraction of the corpus: three such files once gave 39% validation at 0.1): it is cut by
+  position, its last val_fraction of characters (at a line end) validating;
 - a corpus that is a single document (TinyShakespeare) is cut by position: the first 90% of the
   tokens train, the rest validate, exactly as nanoGPT does, so losses compare one to one.
+The realised share is logged, with a warning when it is far from val_fraction (few documents of
+uneven size can still make it so).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -40,20 +46,28 @@ import numpy as np
 from tqdm import tqdm
 
 from tinygpt.atomic_files import fsync_directory, write_bytes_atomic, write_synced
-from tinygpt.config import DataConfig
+from tinygpt.config import DataConfig, RunConfig, field_types, parse_value
 from tinygpt.data.chat_format import Conversation, encode_conversation, render_text
-from tinygpt.data.sources import Corpus, default_cache_dir, open_corpus
-from tinygpt.errors import DataError, TinyGPTError
+from tinygpt.data.sources import Corpus, WholeFile, default_cache_dir, open_corpus
+from tinygpt.errors import ConfigError, DataError, TinyGPTError
+from tinygpt.presets import PRESETS
 from tinygpt.tokenizers.base import Tokenizer, build_tokenizer, load_tokenizer
 from tinygpt.tokenizers.bpe import split_text
 from tinygpt.tokenizers.char import MAX_NAMED_CHARS, CharTokenizer
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # bump when the files' layout or meaning changes; old caches are then ignored
+FORMAT_VERSION = 4  # bump when the files' layout or meaning changes; old caches are then ignored
+# versions whose files `--data DIR` still reads: 4 changed only which text a folder of large
+# files without separators gives validation
+READABLE_FORMAT_VERSIONS = (3, FORMAT_VERSION)
 SHARD_TEXT_BYTES = 4 << 20  # text per unit of parallel work: big enough to amortise, small in RAM
 MIN_SPLIT_TOKENS = 2  # a split needs at least one (input, target) pair
 GOLDEN_RATIO_FRACTION = 0.6180339887498949  # spreads document indices evenly over [0, 1)
+# a WholeFile holding more than this share of val_fraction of the corpus is cut by position:
+# sent whole to one side, it alone would move the validation share by over half its target
+POSITION_SPLIT_SHARE = 0.5
+FAR_FROM_VAL_FRACTION = 2.0  # warn when the validation share is over 2x or under 1/2x the asked
 
 Document = str | Conversation
 
@@ -117,11 +131,20 @@ def prepare_dataset(
     streams, text_sizes = _encode_corpus(config, corpus, tokenizer, work, plan)
     meta = _assemble(directory, work, streams, text_sizes, tokenizer, corpus, config, plan)
     shutil.rmtree(work, ignore_errors=True)
+    share = _validation_share(meta)
     logger.info(
-        "prepared %s in %.1f s: %d train and %d val tokens (%s), vocab %d, in %s",
-        corpus.origin, time.perf_counter() - started, meta["train_tokens"],
-        meta["val_tokens"], plan, tokenizer.vocab_size, directory,
+        "prepared %s in %.1f s: %d train and %d val tokens (%.1f%% validation, split %s), "
+        "vocab %d, in %s",
+        corpus.origin, time.perf_counter() - started, meta["train_tokens"], meta["val_tokens"],
+        100 * share, plan, tokenizer.vocab_size, directory,
     )  # fmt: skip
+    if plan != "own_split" and _is_far_off(share, config.val_fraction):
+        logger.warning(
+            "%s: validation holds %.1f%% of the tokens though val_fraction=%g: each document "
+            "goes whole to one side, and these are few or uneven in size; give more, smaller "
+            "documents (separated by <|endoftext|> lines) or change --val_fraction",
+            corpus.origin, 100 * share, config.val_fraction,
+        )  # fmt: skip
     return load_prepared(directory)
 
 
@@ -131,23 +154,77 @@ def _prepared_source(config: DataConfig, tokenizer: Tokenizer | None) -> Prepare
     directory = Path(config.source).expanduser()
     if not (directory / "meta.json").is_file():
         return None
-    prepared = _load_if_complete(directory)
+    prepared = _load_if_complete(directory, READABLE_FORMAT_VERSIONS)
     if prepared is None:
         raise DataError(f"{directory} holds incomplete prepared data; run tinygpt prepare again")
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    stored = load_tokenizer(prepared.tokenizer_path)
+    if (stored.kind, stored.vocab_size) != (meta.get("tokenizer"), prepared.vocab_size):
+        raise DataError(
+            f"{prepared.tokenizer_path} is a {stored.kind} tokenizer of {stored.vocab_size} "
+            f"tokens, but meta.json records a {meta.get('tokenizer')} tokenizer of "
+            f"{prepared.vocab_size}; the two do not belong together: prepare the data again"
+        )
     if tokenizer is not None:
-        if not same_tokenizer(load_tokenizer(prepared.tokenizer_path), tokenizer):
+        if not same_tokenizer(stored, tokenizer):
             raise DataError(
                 f"{directory} was prepared with another vocabulary than the given "
                 f"{tokenizer.kind} tokenizer; give the text itself, to be tokenized with it"
             )
         return prepared
-    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     if meta["tokenizer"] != config.tokenizer:
         raise DataError(
             f"{directory} was prepared with the {meta['tokenizer']} tokenizer but the run asks "
             f"for {config.tokenizer}; pass --tokenizer {meta['tokenizer']} or prepare it again"
         )
     return prepared
+
+
+def with_prepared_settings(config: RunConfig) -> RunConfig:
+    """`config` with the data settings of the prepared directory its source names (unchanged
+    for any other source): such a directory describes itself, so `--data DIR` needs no
+    `--tokenizer`, and config.json records what the tokens really are. A setting still at the
+    value the preset (or the defaults) gives it takes the directory's; one set to another value
+    than the directory's is an error naming both."""
+    data = config.data
+    directory = Path(data.source).expanduser()
+    if not (directory / "meta.json").is_file():
+        return config
+    recorded = _recorded_settings(directory)
+    preset = PRESETS.get(config.preset)
+    unset = preset().data if preset is not None else DataConfig()
+    conflicts = [
+        f"{name}={value} (the run sets {getattr(data, name)})"
+        for name, value in recorded.items()
+        if getattr(data, name) not in (value, getattr(unset, name))
+    ]
+    if conflicts:
+        raise DataError(
+            f"{directory} was prepared with {', '.join(conflicts)}; leave those settings out (a "
+            "prepared directory brings its own) or prepare the text again with them"
+        )
+    adopted = {name: value for name, value in recorded.items() if getattr(data, name) != value}
+    if adopted:
+        described = ", ".join(f"{name}={value}" for name, value in adopted.items())
+        logger.info("using the settings %s was prepared with: %s", directory, described)
+    return dataclasses.replace(config, data=dataclasses.replace(data, **adopted))
+
+
+def _recorded_settings(directory: Path) -> dict[str, Any]:
+    """The DataConfig fields that meta.json records and that decide the tokens: the tokenizer
+    and, where it has them, its size and unknown-character policy; the split; the format."""
+    meta_path = directory / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        names = ["tokenizer", "val_fraction", "format"]
+        if meta["tokenizer"] == "char":
+            names.append("unknown_chars")
+        if meta["tokenizer"] in ("bpe", "sentencepiece") and "tokenizer_vocab_size" in meta:
+            names.append("tokenizer_vocab_size")  # recorded since FORMAT_VERSION 4
+        types = field_types(DataConfig)
+        return {name: parse_value(name, types[name], meta[name]) for name in names}
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+        raise DataError(f"{meta_path} is unreadable ({err}); prepare the data again") from None
 
 
 def _open_work_directory(work: Path, key: str) -> None:
@@ -195,7 +272,7 @@ def dataset_key(fingerprint: str, config: DataConfig, tokenizer: Tokenizer | Non
 
 def tokenizer_sha256(tokenizer: Tokenizer) -> str:
     """The identity of a vocabulary: the hash of its JSON, keys sorted so it is canonical.
-    GPT-2's is fixed, wherever its files were read from (its JSON names their folder)."""
+    GPT-2's is fixed, whatever form its JSON has (an older one names a folder of its files)."""
     document = {"kind": "gpt2"} if tokenizer.kind == "gpt2" else tokenizer.to_dict()
     text = json.dumps(document, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -302,19 +379,50 @@ def _jobs(corpus: Corpus, config: DataConfig, plan: str) -> Iterator[tuple[str, 
         for split, dest in (("train", "train"), ("validation", "val")):
             yield from _shards(split, ((dest, doc) for doc in _docs(corpus, split)))
     elif plan == "by_document":
-        assigned = (
-            ("val" if _is_validation(index, config.val_fraction) else "train", doc)
-            for index, doc in enumerate(_docs(corpus, "train"))
-        )
-        yield from _shards("train", assigned)
+        yield from _shards("train", _assigned_documents(corpus, config.val_fraction))
     else:  # one document: cut into pieces at line ends, encoded in parallel, split afterwards
         # "all" holds pieces of that one document, so no separator is put after them
         (document,) = _docs(corpus, "train")
         yield from _shards("train", (("all", piece) for piece in _pieces(_as_text(document))))
 
 
+def _assigned_documents(corpus: Corpus, val_fraction: float) -> Iterator[tuple[str, Document]]:
+    """(destination, document): whole documents by the rule on their index, large files without
+    separators in two parts by position. Every document keeps its index, so the rule puts the
+    others where it always did (`eval` finds the validation conversations by it)."""
+    total = corpus.total_bytes("train") or 0  # unknown: every file without separators is large
+    for index, document in enumerate(_docs(corpus, "train")):
+        if isinstance(document, WholeFile) and (
+            _utf8_size(document) > POSITION_SPLIT_SHARE * val_fraction * total
+        ):
+            yield from _parts_by_position(document, val_fraction)
+        else:
+            yield ("val" if _is_validation(index, val_fraction) else "train", document)
+
+
+def _validation_share(meta: dict[str, Any]) -> float:
+    """The share of the prepared tokens that validate."""
+    return meta["val_tokens"] / (meta["train_tokens"] + meta["val_tokens"])
+
+
+def _is_far_off(share: float, val_fraction: float) -> bool:
+    return not val_fraction / FAR_FROM_VAL_FRACTION <= share <= FAR_FROM_VAL_FRACTION * val_fraction
+
+
 def _is_validation(index: int, val_fraction: float) -> bool:
     return (index * GOLDEN_RATIO_FRACTION) % 1.0 < val_fraction
+
+
+def _parts_by_position(text: str, val_fraction: float) -> list[tuple[str, str]]:
+    """The text's first 1 - val_fraction of characters to train and the rest to validation, cut
+    at the line end nearest that point (mid-line only in a text without one). The two parts
+    are two documents from now on, each followed by the separator."""
+    target = round(len(text) * (1.0 - val_fraction))
+    line_ends = (text.rfind("\n", 0, target) + 1, text.find("\n", target) + 1)
+    inside = [end for end in line_ends if 0 < end < len(text)]
+    cut = min(inside, key=lambda end: abs(end - target)) if inside else target
+    parts = (("train", text[:cut]), ("val", text[cut:]))
+    return [(dest, part) for dest, part in parts if part.strip()]
 
 
 def _pieces(text: str) -> Iterator[str]:
@@ -515,6 +623,7 @@ def _assemble(
         "source_sha256": corpus.fingerprint,
         "origin": corpus.origin,
         "tokenizer": tokenizer.kind,
+        "tokenizer_vocab_size": config.tokenizer_vocab_size,  # asked; vocab_size is what it has
         "unknown_chars": config.unknown_chars,
         "val_fraction": config.val_fraction,
         "split": plan,
@@ -653,11 +762,14 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def _load_if_complete(directory: Path) -> PreparedData | None:
-    """The cached data, if its meta.json is current and the token files have the recorded sizes."""
+def _load_if_complete(
+    directory: Path, versions: tuple[int, ...] = (FORMAT_VERSION,)
+) -> PreparedData | None:
+    """The cached data, if its meta.json is of one of `versions` (by default the current one)
+    and the token files have the recorded sizes."""
     try:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in versions:
             return None
         prepared = load_prepared(directory)
     except (OSError, ValueError, DataError, AttributeError):

@@ -9,8 +9,8 @@ what the text is, not by where it was found.
 Documents in plain text: a line holding only `<|endoftext|>` (TinyStories V2, CS336) ends a
 document; the separator lines are dropped, each document is stripped of surrounding whitespace
 and empty ones are skipped. A text without any separator line is ONE document, returned
-unchanged (TinyShakespeare; prepare then splits it by position). Such a file is held in memory
-whole, so a many-GB corpus should use separators or be split into files.
+unchanged as a `WholeFile` (TinyShakespeare; prepare may split it by position). Such a file is
+held in memory whole, so a many-GB corpus should use separators or be split into files.
 
 Splits: a folder with a `train/` subfolder (DailyDialog's layout) reads only `train/` and, as the
 "validation" split, `validation/` (or valid/, val/, dev/); `test/` is never read. A Hugging Face
@@ -68,11 +68,19 @@ DAILYDIALOG_EOU = "__eou__"  # DailyDialog's end-of-utterance marker
 DAILYDIALOG_LABELS = re.compile(r"dialogues_(act|emotion)_.*\.txt")  # labels, not text
 FINGERPRINT_VERSION = 1  # bump when the same bytes start to give different documents
 LOCAL_PATH_HINT = "--data path/to/file.txt|.jsonl|folder"
+IMPORTED_PREFIX = "imported:"  # data.source of a run made by import-hf: no text of its own
 
 Document = str | Conversation
 DocumentStream = Callable[[], Iterator[Document]]
 FileKind = Literal["text", "dailydialog", "jsonl", "json"]
 RecordLayout = Literal["text", "dailydialog", "prosocial_columns", "prosocial_rows"]
+
+
+class WholeFile(str):
+    """A text file without document separators, as its one document. It is not a unit the way
+    a story is: prepare cuts a large one by position rather than send it whole to one split."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -186,12 +194,24 @@ class _SourceFile:
     name: str  # inside a folder or glob: decides order, so it is part of the fingerprint
 
 
+def imported_source(model_dir: str) -> str:
+    """The data source recorded for a model imported from `model_dir`: it names where the
+    weights came from, and reading it as text is refused (`open_corpus`)."""
+    return f"{IMPORTED_PREFIX}{model_dir}"
+
+
 def open_corpus(config: DataConfig, cache_dir: Path | None = None) -> Corpus:
     """Open `config.source`; every file is checked (and hashed) now, so errors come early.
 
     Several sources joined by `+` (`hf:daily_dialog+hf:allenai/prosocial-dialog`, seed 002's
     mix) become one corpus: each split chains the documents of the sources that have it.
     """
+    if config.source.startswith(IMPORTED_PREFIX):
+        raise DataError(
+            f"this run was imported from {config.source.removeprefix(IMPORTED_PREFIX)} and has "
+            "no training data of its own; give --data SOURCE (a text file, folder or prepared "
+            "directory) to score or train it on"
+        )
     parts = _source_parts(config.source)
     opened = [_open_source(part, config, cache_dir) for part in parts]
     if len(opened) == 1:
@@ -297,7 +317,7 @@ def split_documents(lines: Iterable[str]) -> Iterator[str]:
     if is_separated:
         document = document.strip()
     if document.strip():
-        yield document
+        yield document if is_separated else WholeFile(document)
 
 
 def _builtin_split(name: str) -> _Split:

@@ -30,7 +30,7 @@ import torch
 from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import RunConfig, apply_overrides, config_from_dict, load_toml_overrides
 from tinygpt.data.memmap import open_loss_mask, open_tokens
-from tinygpt.data.prepare import PreparedData, prepare_dataset
+from tinygpt.data.prepare import PreparedData, prepare_dataset, with_prepared_settings
 from tinygpt.errors import ConfigError
 from tinygpt.eval.evaluate import split_loss
 from tinygpt.model.gpt import GPT
@@ -275,7 +275,9 @@ def load_variant(spec: str, shared: dict[str, Any]) -> Variant:
 
 def with_prepared_vocab(config: RunConfig) -> tuple[RunConfig, PreparedData]:
     """The config with the tokenizer's vocabulary size filled in, as `start_run` saves it, so
-    that it compares equal to a finished run's config.json."""
+    that it compares equal to a finished run's config.json (a prepared directory's data
+    settings included)."""
+    config = with_prepared_settings(config)
     prepared = prepare_dataset(config.data)
     if 0 < config.model.vocab_size < prepared.vocab_size:
         raise ConfigError(

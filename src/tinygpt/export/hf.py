@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from tinygpt.atomic_files import fsync_directory, write_synced
 from tinygpt.config import DataConfig, ModelConfig, RunConfig, config_from_dict
+from tinygpt.data.sources import imported_source
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.export.hf_tokenizer import export_tokenizer, import_tokenizer
 from tinygpt.model.gpt import GPT
@@ -507,7 +508,7 @@ def import_hf(hf_dir: Path, run_dir: Path) -> ImportResult:
     hf_model_type(document, hf_dir)  # refuse a foreign model before reading its weights
     tensors = _read_tensors(hf_dir)
     model_config, architecture = model_config_from_hf(document, tensors, hf_dir)
-    imported = import_tokenizer(hf_dir, run_dir)
+    imported = import_tokenizer(hf_dir)
     tokenizer = imported.tokenizer
     if tokenizer.vocab_size > model_config.vocab_size:
         raise CheckpointError(
@@ -517,17 +518,15 @@ def import_hf(hf_dir: Path, run_dir: Path) -> ImportResult:
     model = GPT(model_config)
     load_weights_into(model, from_hf_tensors(tensors, model_config, architecture, hf_dir))
     source = str(hf_dir.expanduser().resolve())
-    config = RunConfig(model=model_config, data=DataConfig(source=source, **imported.data_fields))
-    tokenizer_json = json.dumps(tokenizer.to_dict(), ensure_ascii=False, indent=1) + "\n"
+    # no training data: the folder is not text, and eval of it must ask for --data instead
+    data = DataConfig(source=imported_source(source), **imported.data_fields)
+    config = RunConfig(model=model_config, data=data)
     create_run_dir(
         run_dir,
         config.to_json(),
-        tokenizer_json,
+        tokenizer.to_json(),
         {"imported_from": source, "model_class": HF_CLASSES[architecture]},
     )
-    for name, data in imported.files.items():
-        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        write_synced(run_dir / name, data)
     save_checkpoint(run_dir, 0, model, {}, {"val_loss": None, "imported_from": source}, True)
     return ImportResult(run_dir, HF_CLASSES[architecture], tokenizer.kind)
 

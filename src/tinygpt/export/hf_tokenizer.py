@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,24 +42,21 @@ from tinygpt.data.chat_format import BOS, EOS, SEP, TURN_SEPARATOR
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.generate.chat import prompt_format_for
 from tinygpt.tokenizers.base import Tokenizer
-from tinygpt.tokenizers.bpe import BPETokenizer
+from tinygpt.tokenizers.bpe import BPETokenizer, hf_tokenizer_from_json
 from tinygpt.tokenizers.char import REPLACEMENT_CHAR, UNK_TOKEN, CharTokenizer
 from tinygpt.tokenizers.sentencepiece_bpe import SPACE_PIECE, SentencePieceTokenizer
-from tinygpt.tokenizers.tiktoken_gpt2 import (
-    BPE_DIR_ENV,
-    ENCODER_JSON_SHA256,
-    VOCAB_BPE_SHA256,
-    GPT2Tokenizer,
-)
-from tinygpt.train.checkpoint import sha256_of
+from tinygpt.tokenizers.tiktoken_gpt2 import EOT_ID, EOT_TOKEN, GPT2Tokenizer, merge_pairs
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 SENTENCEPIECE_FILE = "tokenizer.model"
 GPT2_VOCAB, GPT2_MERGES = "vocab.json", "merges.txt"  # Hugging Face's names for OpenAI's files
-GPT2_DIR = "gpt2_bpe"  # an imported gpt2 run keeps OpenAI's files here, under their own names
+GPT2_MERGES_HEADER = "#version: 0.2\n"  # the first line of OpenAI's vocab.bpe
 CHAR_PATTERN = r"[\s\S]"  # every code point, newlines included ("." would skip them)
-SUPPORTED = "char, bpe, gpt2 and sentencepiece tokenizers written by `tinygpt export`"
+SUPPORTED = (
+    "char, bpe, gpt2 and sentencepiece tokenizers written by `tinygpt export`, and GPT-2's "
+    f"as {GPT2_VOCAB} + {GPT2_MERGES} or as {TOKENIZER_FILE} alone (today's transformers)"
+)
 # what goes around each message, as tinygpt.data.chat_format and tinygpt.generate.chat render
 # them: the user's message closes its turn's first half, and the generation prompt opens the reply
 DIALOG_PIECES = {
@@ -104,7 +99,6 @@ class HFTokenizerFiles:
 @dataclass(frozen=True)
 class ImportedTokenizer:
     tokenizer: Tokenizer
-    files: dict[str, bytes]  # path inside the new run directory -> contents
     data_fields: dict[str, Any]  # DataConfig fields that describe it
 
 
@@ -125,7 +119,7 @@ def export_tokenizer(tokenizer: Tokenizer, model_max_length: int) -> HFTokenizer
         roles = {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>"}
         roles["pad_token"] = "<pad>"
     elif isinstance(tokenizer, GPT2Tokenizer):
-        vocab_bytes, merges_bytes = _gpt2_files(tokenizer)
+        vocab_bytes, merges_bytes = tokenizer.openai_files()
         backend = _gpt2_backend(vocab_bytes, merges_bytes)
         files |= {GPT2_VOCAB: vocab_bytes, GPT2_MERGES: merges_bytes}
         tokenizer_class = "GPT2Tokenizer"
@@ -192,32 +186,10 @@ def _char_unk_token(tokenizer: CharTokenizer) -> str | None:
     return REPLACEMENT_CHAR if REPLACEMENT_CHAR not in tokenizer.chars else UNK_TOKEN
 
 
-def _gpt2_files(tokenizer: GPT2Tokenizer) -> tuple[bytes, bytes]:
-    folder = tokenizer.bpe_dir or os.environ.get(BPE_DIR_ENV, "")
-    path = Path(folder)
-    if not folder or not (path / "encoder.json").is_file() or not (path / "vocab.bpe").is_file():
-        raise ConfigError(
-            "cannot export the gpt2 tokenizer: the run names no folder with GPT-2's encoder.json "
-            f"and vocab.bpe; set {BPE_DIR_ENV} to one"
-        )
-    vocab_bytes = (path / "encoder.json").read_bytes()
-    merges_bytes = (path / "vocab.bpe").read_bytes()
-    if not _are_gpt2_files(vocab_bytes, merges_bytes):
-        raise ConfigError(f"{folder} does not hold OpenAI's GPT-2 encoder.json and vocab.bpe")
-    return vocab_bytes, merges_bytes
-
-
-def _are_gpt2_files(vocab_bytes: bytes, merges_bytes: bytes) -> bool:
-    is_vocab = sha256_of(vocab_bytes) == ENCODER_JSON_SHA256
-    return is_vocab and sha256_of(merges_bytes) == VOCAB_BPE_SHA256
-
-
 def _gpt2_backend(vocab_bytes: bytes, merges_bytes: bytes) -> HFTokenizer:
     """GPT-2's byte-level BPE as Hugging Face builds it from vocab.json and merges.txt."""
     vocab = json.loads(vocab_bytes)
-    lines = merges_bytes.decode("utf-8").splitlines()
-    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#")]
-    backend = HFTokenizer(models.BPE(vocab, merges, fuse_unk=False))
+    backend = HFTokenizer(models.BPE(vocab, merge_pairs(merges_bytes), fuse_unk=False))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -272,46 +244,92 @@ def sentencepiece_backend(model: bytes) -> HFTokenizer:
 # Import
 
 
-def import_tokenizer(hf_dir: Path, run_dir: Path) -> ImportedTokenizer:
-    """The tinygpt tokenizer of a Hugging Face model directory, where it has one.
-
-    A gpt2 tokenizer keeps OpenAI's files in RUN_DIR/gpt2_bpe (`files` holds them), so the
-    imported run needs neither `hf_dir` nor a download later."""
+def import_tokenizer(hf_dir: Path) -> ImportedTokenizer:
+    """The tinygpt tokenizer of a Hugging Face model directory, where it has one. GPT-2's, in
+    either of its layouts, becomes the gpt2 tokenizer, whose files the run then keeps itself."""
     if (hf_dir / SENTENCEPIECE_FILE).is_file():
         return _import_sentencepiece(hf_dir / SENTENCEPIECE_FILE)
-    if (hf_dir / GPT2_VOCAB).is_file() and (hf_dir / GPT2_MERGES).is_file():
-        vocab_bytes = (hf_dir / GPT2_VOCAB).read_bytes()
-        merges_bytes = (hf_dir / GPT2_MERGES).read_bytes()
-        if _are_gpt2_files(vocab_bytes, merges_bytes):
-            return _import_gpt2(vocab_bytes, merges_bytes, run_dir)
+    has_gpt2_files = (hf_dir / GPT2_VOCAB).is_file() and (hf_dir / GPT2_MERGES).is_file()
+    if has_gpt2_files:
+        gpt2 = GPT2Tokenizer.from_openai_files(
+            (hf_dir / GPT2_VOCAB).read_bytes(), (hf_dir / GPT2_MERGES).read_bytes()
+        )
+        if gpt2 is not None:
+            return ImportedTokenizer(gpt2, {"tokenizer": "gpt2"})
     path = hf_dir / TOKENIZER_FILE
     if not path.is_file():
-        raise CheckpointError(
-            f"{hf_dir} has no tokenizer ({TOKENIZER_FILE}, {SENTENCEPIECE_FILE}, or GPT-2's "
-            f"{GPT2_VOCAB} and {GPT2_MERGES}); tinygpt imports {SUPPORTED}"
+        found = (
+            f"{GPT2_VOCAB} and {GPT2_MERGES} that are not GPT-2's (their sha256 differs: "
+            f"truncated, or another BPE) and no {TOKENIZER_FILE}"
+            if has_gpt2_files
+            else f"no tokenizer ({TOKENIZER_FILE}, {SENTENCEPIECE_FILE}, or {GPT2_VOCAB} and "
+            f"{GPT2_MERGES})"
         )
-    text = path.read_text(encoding="utf-8")
-    try:
-        document = json.loads(text)
-        model_type = document["model"]["type"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise CheckpointError(f"{path} is not a Hugging Face tokenizer.json") from None
+        raise CheckpointError(f"{hf_dir} has {found}; tinygpt imports {SUPPORTED}")
+    document = _read_tokenizer_json(path)
+    model_type = document["model"]["type"]
     if model_type == "WordLevel":
-        return ImportedTokenizer(_char_tokenizer(document, path), {}, {"tokenizer": "char"})
-    pre_tokenizer = document.get("pre_tokenizer") or {}
-    if model_type == "BPE" and pre_tokenizer.get("type") == "ByteLevel":
-        try:
-            bpe = BPETokenizer(HFTokenizer.from_str(text))
-        except ValueError as err:
-            raise ConfigError(
-                f"{path} is a byte-level BPE that tinygpt cannot use ({err}); tinygpt imports "
-                f"{SUPPORTED} (GPT-2's with {GPT2_VOCAB} and {GPT2_MERGES})"
-            ) from None
-        return ImportedTokenizer(bpe, {}, {"tokenizer": "bpe"})
+        return ImportedTokenizer(_char_tokenizer(document, path), {"tokenizer": "char"})
+    if model_type == "BPE" and _pre_tokenizer(document).get("type") == "ByteLevel":
+        gpt2 = _gpt2_of(document)
+        if gpt2 is not None:
+            return ImportedTokenizer(gpt2, {"tokenizer": "gpt2"})
+        return ImportedTokenizer(_byte_level_bpe(document, path), {"tokenizer": "bpe"})
     raise ConfigError(
         f"{path} is a {model_type} tokenizer with no tinygpt equivalent; "
         f"tinygpt imports {SUPPORTED}"
     )
+
+
+def _read_tokenizer_json(path: Path) -> dict[str, Any]:
+    """The JSON object of a tokenizer.json that names its model's type."""
+    try:
+        document = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(document["model"]["type"], str):
+            raise TypeError("model.type is not a string")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"{path} is not a Hugging Face tokenizer.json") from None
+    return document
+
+
+def _pre_tokenizer(document: dict[str, Any]) -> dict[str, Any]:
+    pre_tokenizer = document.get("pre_tokenizer")
+    return pre_tokenizer if isinstance(pre_tokenizer, dict) else {}
+
+
+def _gpt2_of(document: dict[str, Any]) -> GPT2Tokenizer | None:
+    """GPT-2's tokenizer if a byte-level BPE tokenizer.json is GPT-2's, as transformers 5
+    saves it (tokenizer.json alone): the vocabulary and merges are OpenAI's files when written
+    in their layout, and text reaches the BPE as GPT-2 gives it (no normalizer, no prefix
+    space, GPT-2's regex). Anything more or less (an added token, a missing merge) is not."""
+    pre_tokenizer = _pre_tokenizer(document)
+    if (
+        document.get("normalizer") is not None
+        or pre_tokenizer.get("add_prefix_space", False)
+        or not pre_tokenizer.get("use_regex", True)
+    ):
+        return None
+    try:
+        added = {token["content"]: token["id"] for token in document.get("added_tokens") or []}
+        vocab = sorted(document["model"]["vocab"].items(), key=lambda item: item[1])
+        merges = [m if isinstance(m, str) else " ".join(m) for m in document["model"]["merges"]]
+        encoder_json = json.dumps(dict(vocab)).encode()
+        vocab_bpe = (GPT2_MERGES_HEADER + "".join(f"{merge}\n" for merge in merges)).encode()
+    except (AttributeError, KeyError, TypeError):  # not the shapes a tokenizer.json has
+        return None
+    if added not in ({}, {EOT_TOKEN: EOT_ID}):
+        return None
+    return GPT2Tokenizer.from_openai_files(encoder_json, vocab_bpe)
+
+
+def _byte_level_bpe(document: dict[str, Any], path: Path) -> BPETokenizer:
+    try:
+        return BPETokenizer(hf_tokenizer_from_json(document))
+    except ValueError as err:
+        raise ConfigError(
+            f"{path} is a byte-level BPE that tinygpt cannot use ({err}); tinygpt imports "
+            f"{SUPPORTED}"
+        ) from None
 
 
 def _import_sentencepiece(path: Path) -> ImportedTokenizer:
@@ -322,18 +340,7 @@ def _import_sentencepiece(path: Path) -> ImportedTokenizer:
             f"{path} is not a SentencePiece model tinygpt can use ({err}); tinygpt imports "
             f"{SUPPORTED}"
         ) from None
-    return ImportedTokenizer(tokenizer, {}, {"tokenizer": "sentencepiece"})
-
-
-def _import_gpt2(vocab_bytes: bytes, merges_bytes: bytes, run_dir: Path) -> ImportedTokenizer:
-    with tempfile.TemporaryDirectory() as staging:
-        (Path(staging) / "encoder.json").write_bytes(vocab_bytes)
-        (Path(staging) / "vocab.bpe").write_bytes(merges_bytes)
-        tokenizer = GPT2Tokenizer.load(staging)
-    folder = run_dir.expanduser().resolve() / GPT2_DIR
-    tokenizer.bpe_dir = str(folder)  # where the run keeps the files from now on
-    files = {f"{GPT2_DIR}/encoder.json": vocab_bytes, f"{GPT2_DIR}/vocab.bpe": merges_bytes}
-    return ImportedTokenizer(tokenizer, files, {"tokenizer": "gpt2", "gpt2_bpe_dir": str(folder)})
+    return ImportedTokenizer(tokenizer, {"tokenizer": "sentencepiece"})
 
 
 def _char_tokenizer(document: dict[str, Any], path: Path) -> CharTokenizer:

@@ -67,10 +67,13 @@ class Tokenizer(ABC):
     def from_dict(cls, document: dict[str, Any]) -> Tokenizer:
         """Rebuild from `to_dict`; raise ValueError, KeyError or TypeError if it is malformed."""
 
+    def to_json(self) -> str:
+        """The text of tokenizer.json."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
+
     def save(self, path: Path) -> None:
         """Write JSON atomically, so a kill mid-write never leaves a truncated tokenizer.json."""
-        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
-        write_text_atomic(Path(path), text)
+        write_text_atomic(Path(path), self.to_json())
 
 
 def tokenizer_classes() -> dict[str, type[Tokenizer]]:

@@ -108,11 +108,39 @@ class BPETokenizer(Tokenizer):
         hf_tokenizer = document.get("hf_tokenizer")
         if not isinstance(hf_tokenizer, dict):
             raise TypeError("hf_tokenizer must be a JSON object")
-        try:
-            tokenizer = HFTokenizer.from_str(json.dumps(hf_tokenizer))
-        except Exception as err:  # the Rust library raises a bare Exception
-            raise ValueError(f"hf_tokenizer is not a Hugging Face tokenizer: {err}") from None
-        return cls(tokenizer)
+        return cls(hf_tokenizer_from_json(hf_tokenizer))
+
+
+def hf_tokenizer_from_json(document: dict[str, Any]) -> HFTokenizer:
+    """A Hugging Face tokenizer from its tokenizer.json object; a ValueError if malformed. The
+    Rust library raises a bare Exception, and panics (a BaseException, a backtrace on stderr)
+    on a BPE merge whose result the vocabulary lacks, so merges are checked here first."""
+    model = document.get("model")
+    if isinstance(model, dict) and model.get("type") == "BPE":
+        _check_merges(model)
+    try:
+        return HFTokenizer.from_str(json.dumps(document))
+    except Exception as err:
+        raise ValueError(f"not a Hugging Face tokenizer: {err}") from None
+    except BaseException as err:  # pyo3's PanicException, for a case _check_merges misses
+        if type(err).__name__ != "PanicException":
+            raise
+        raise ValueError(f"not a Hugging Face tokenizer: {err}") from None
+
+
+def _check_merges(model: dict[str, Any]) -> None:
+    """Each merge of a plain BPE (no word prefixes or suffixes) makes a token of the vocabulary."""
+    vocab, merges = model.get("vocab"), model.get("merges")
+    has_affixes = model.get("continuing_subword_prefix") or model.get("end_of_word_suffix")
+    if not isinstance(vocab, dict) or not isinstance(merges, list) or has_affixes:
+        return  # the library's own checks name what is wrong
+    for merge in merges:
+        pair = merge.split(" ") if isinstance(merge, str) else merge
+        if not isinstance(pair, list) or len(pair) != 2:
+            continue
+        first, second = pair
+        if isinstance(first, str) and isinstance(second, str) and first + second not in vocab:
+            raise ValueError(f"the merge '{first} {second}' makes a token the vocabulary lacks")
 
 
 def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:

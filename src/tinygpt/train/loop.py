@@ -35,7 +35,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import RunConfig, TrainConfig, apply_overrides, config_from_dict
 from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_loss_mask, open_tokens
-from tinygpt.data.prepare import PreparedData, prepare_dataset
+from tinygpt.data.prepare import PreparedData, prepare_dataset, with_prepared_settings
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.gpt import GPT
 from tinygpt.model.loss import IGNORE_INDEX
@@ -514,6 +514,7 @@ def _finite_or_none(value: float) -> float | None:
 def start_run(config: RunConfig, run_dir: Path) -> Trainer:
     """Prepare the data, fix the vocabulary size, create the run directory, build the trainer.
     Under torchrun, join the process group first; rank 0 alone creates the run directory."""
+    config = with_prepared_settings(config)  # a prepared directory brings its own tokenizer
     context = distributed.setup_distributed(config.train)
     prepared = distributed.run_leader_first(context, lambda: prepare_dataset(config.data))
     if 0 < config.model.vocab_size < prepared.vocab_size:
@@ -527,7 +528,9 @@ def start_run(config: RunConfig, run_dir: Path) -> Trainer:
         model=dataclasses.replace(config.model, vocab_size=vocab_size),
         train=steps_for_epochs(config, prepared.train_tokens),
     )
-    tokenizer_json = prepared.tokenizer_path.read_text(encoding="utf-8")
+    # written afresh, not copied: data prepared before GPT-2's merges were kept in tokenizer.json
+    # names a folder of them, and the run must hold them itself
+    tokenizer_json = load_tokenizer(prepared.tokenizer_path).to_json()
     distributed.run_on_main(
         context,
         lambda: create_run_dir(run_dir, config.to_json(), tokenizer_json, _data_info(prepared)),
