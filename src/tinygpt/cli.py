@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         _configure_logging()
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader gone shows here, not at exit as "Exception ignored"
+        return code
     except TinyGPTError as err:
         return _fail(str(err), 2)
     except KeyboardInterrupt:
@@ -636,7 +638,6 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from tinygpt.runtime import TRAINING_BYTES_PER_ELEMENT, check_model_fits, resolve_device
     from tinygpt.train.loop import resume_run, start_run  # torch import only when needed
 
     overrides = _field_overrides(args)
@@ -653,8 +654,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.out is None:
             raise ConfigError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
         config = resolve_train_config(args.preset, args.config, overrides)
-        device = resolve_device(config.train.device)
-        check_model_fits(config.model, device, TRAINING_BYTES_PER_ELEMENT)
+        _check_training_fits(config)
         trainer = start_run(config, args.out)
     _describe_trainer(trainer)
     result = trainer.fit()
@@ -687,6 +687,18 @@ def resolve_train_config(
     config = apply_given_settings(config, overrides, "the flags")
     check_given_settings(config, given | given_field_names(overrides))
     return config
+
+
+def _check_training_fits(config: RunConfig) -> None:
+    """Refuse a model too big to train here before data is prepared or a directory made.
+    Under torchrun, FSDP spreads weights, gradients and optimizer state over the ranks."""
+    from tinygpt.runtime import TRAINING_BYTES_PER_ELEMENT, check_model_fits, resolve_device
+    from tinygpt.train.distributed import detect_context
+
+    context = detect_context(config.train)
+    shards = context.world_size if context.mode == "fsdp" else 1
+    device = resolve_device(config.train.device)
+    check_model_fits(config.model, device, TRAINING_BYTES_PER_ELEMENT / shards)
 
 
 def _describe_trainer(trainer: Any) -> None:

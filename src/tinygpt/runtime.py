@@ -96,7 +96,7 @@ LOADING_BYTES_PER_ELEMENT = 4
 TRAINING_BYTES_PER_ELEMENT = 16
 
 
-def check_model_fits(config: ModelConfig, device: torch.device, bytes_per_element: int) -> None:
+def check_model_fits(config: ModelConfig, device: torch.device, bytes_per_element: float) -> None:
     """Refuse a model shape whose tensors alone exceed the memory free now, before building it.
 
     Building it would fail in the allocator (a traceback) or, worse, succeed on Linux's
@@ -110,9 +110,10 @@ def check_model_fits(config: ModelConfig, device: torch.device, bytes_per_elemen
     ):
         needed, free = elements * per_element, free_memory(place)
         if needed > free:
+            names = ("n_layer", "n_embd", "block_size", "vocab_size")  # vocab_size 0: not known
+            shape = ", ".join(f"{n}={value}" for n in names if (value := getattr(config, n)))
             raise ConfigError(
-                f"a model of n_layer={config.n_layer}, n_embd={config.n_embd}, block_size="
-                f"{config.block_size} has {elements:.3g} weights and needs {needed / 2**30:,.1f} "
+                f"a model of {shape} has {elements:.3g} weights and needs {needed / 2**30:,.1f} "
                 f"GiB, more than the {free / 2**30:,.1f} GiB free on {place.type}; make it smaller"
             )
 

@@ -35,7 +35,7 @@ SIZES = [
     ([*TRAIN, "--n_embd", "1000000", "--n_head", "1"], ["n_embd=1000000", "GiB, more than"]),
     ([*TRAIN, "--block_size", "1e12"], ["block_size=1000000000000", "GiB, more than"]),
     ([*TRAIN, "--n_layer", "1e9"], ["n_layer=1000000000", "GiB"]),
-    ([*TRAIN, "--vocab_size", "1e13"], ["GiB, more than"]),
+    ([*TRAIN, "--vocab_size", "1e13"], ["vocab_size=10000000000000", "GiB, more than"]),
     ([*TRAIN, "--position", "rope", "--block_size", "1e12"], ["GiB, more than"]),
     ([*TRAIN, "--block_size", "0"], ["block_size=0 must be greater than 0"]),
     ([*TRAIN, "--n_embd", "-8"], ["n_embd=-8"]),
