@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=_seed("--seed"),
         dest="sample_seed",
+        metavar="SEED",
         help="same seed, same text; by default the run's sample_seed (1337 unless set when "
         "training), so every call prints the same text: give another seed for another",
     )
