@@ -1,3 +1,6 @@
+import errno
+import importlib.metadata
+import io
 import json
 import os
 import signal
@@ -9,7 +12,9 @@ from pathlib import Path
 import pytest
 from cli_helpers import TINY, assert_one_line_error, run_cli
 
-from tinygpt.cli import main
+from tinygpt import cli
+from tinygpt.cli import build_parser, main, other_spelling, parse_args, resolve_train_config
+from tinygpt.errors import ConfigError
 
 
 @pytest.fixture
@@ -110,7 +115,10 @@ def test_plot_writes_a_png(capsys, trained_run):
     ("argv", "fragments"),
     [
         (["train", "--preset", "nope", "--out", "{tmp}/r"], ["unknown preset 'nope'"]),
-        (["train", "--out", "{tmp}/r", "--n_layerz", "3"], ["unrecognized arguments"]),
+        (
+            ["train", "--out", "{tmp}/r", "--n_layerz", "3"],
+            ["unrecognized flag --n_layerz; did you mean --n_layer?", "`tinygpt train --help`"],
+        ),
         (["train", "--out", "{tmp}/r", "--n_layer", "abc"], ["n_layer='abc'", "whole number"]),
         (["train", "--out", "{tmp}/r", "--learning_rate", "-1"], ["learning_rate=-1.0"]),
         (["train", "--out", "{tmp}/r", "--block_size", "0"], ["block_size=0"]),
@@ -128,7 +136,7 @@ def test_plot_writes_a_png(capsys, trained_run):
         (["sample", "{tmp}/no-run"], ["does not exist"]),
         (["sample", "{tmp}"], ["not a tinygpt run"]),
         (["plot", "{tmp}/no-run"], ["does not exist"]),
-        (["serve", "{tmp}", "--max-batch", "0"], ["--max-batch 0"]),
+        (["serve", "{tmp}", "--max-batch", "0"], ["--max-batch 0 must be at least 1"]),
         (["sample", "{tmp}", "--precision", "int8"], ["--precision", "'int8'"]),
     ],
 )
@@ -153,7 +161,7 @@ def test_empty_prompt_is_refused(capsys, trained_run):
 
 def test_sample_flags_are_validated_like_config_values(capsys, trained_run):
     code, _, err = run_cli(capsys, "sample", trained_run, "--top-p", "1.5")
-    assert_one_line_error(code, err, "top_p=1.5")
+    assert_one_line_error(code, err, "--top-p 1.5 must be at most 1")
 
 
 def test_corrupted_checkpoint_is_refused(capsys, trained_run):
@@ -304,3 +312,174 @@ def test_a_tokenizer_file_that_does_not_match_the_model_is_refused(capsys, train
     )
     code, _, err = run_cli(capsys, "sample", trained_run)
     assert_one_line_error(code, err, "does not belong to this run")
+
+
+# ----------------------------------------------------------------------------------------------
+# Flag spellings, unknown flags, --version, --help
+
+
+def test_every_flag_of_every_command_takes_both_spellings():
+    for subcommand in build_parser().subcommands.values():
+        registered = subcommand._option_string_actions
+        for action in subcommand._actions:
+            for flag in action.option_strings:
+                assert registered[other_spelling(flag)] is action, (subcommand.prog, flag)
+
+
+@pytest.mark.parametrize(
+    ("argv", "dest", "value"),
+    [
+        (["train", "--max-iters", "400"], "train.max_iters", "400"),
+        (["train", "--model.n-layer", "3"], "model.n_layer", "3"),
+        (["sample", "RUN", "--max_new_tokens", "7"], "max_new_tokens", 7),
+        (["chat", "RUN", "--top_p", "0.5"], "top_p", 0.5),
+        (["eval", "RUN", "--batch_size", "3"], "batch_size", 3),
+        (["finetune", "RUN", "--lora_r", "2", "--out", "X"], "lora_r", 2),
+    ],
+)
+def test_hyphens_and_underscores_both_parse(argv, dest, value):
+    assert getattr(parse_args(argv), dest) == value
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["train", "--max-iterz", "3"], ["--max-iterz; did you mean --max-iters?", "train --help"]),
+        (["sample", "RUN", "--temprature", "1"], ["did you mean --temperature?", "sample --help"]),
+        (["eval", "RUN", "--zzzz"], ["unrecognized flag --zzzz (see `tinygpt eval --help`)"]),
+        (["plot", "RUN", "extra"], ["unrecognized arguments: extra", "plot --help"]),
+    ],
+)
+def test_an_unknown_flag_gets_the_closest_name_and_its_commands_help(capsys, argv, fragments):
+    assert_one_line_error(*run_cli(capsys, *argv)[::2], *fragments)
+
+
+def test_version_prints_the_installed_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"tinygpt {importlib.metadata.version('tinygpt')}\n"
+
+
+def test_sample_help_says_the_default_seed(capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert "1337" in out and "--prompt-file" in out and "- or _" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# Prompts from files, pipes, output paths
+
+
+def test_prompt_file_and_stdin_give_the_same_text_as_prompt(capsys, monkeypatch, trained_run):
+    prompt = "ROMEO:\nWhat"
+    (trained_run.parent / "prompt.txt").write_text(prompt, encoding="utf-8")
+    args = ["sample", trained_run, "--max-new-tokens", "10", "--seed", "3"]
+    expected = run_cli(capsys, *args, "--prompt", prompt)[1]
+    assert expected.startswith(prompt)
+    assert run_cli(capsys, *args, "--prompt-file", trained_run.parent / "prompt.txt")[1] == expected
+    monkeypatch.setattr("sys.stdin", io.StringIO(prompt))
+    assert run_cli(capsys, *args, "--prompt_file", "-")[1] == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--prompt-file", "{tmp}/missing.txt"], ["--prompt-file", "No such file"]),
+        (["--prompt-file", "{tmp}/latin1.txt"], ["is not UTF-8 text"]),
+        (["--prompt-file", "{tmp}", "--prompt", "x"], ["not allowed with argument"]),
+    ],
+)
+def test_a_bad_prompt_file_is_one_line(capsys, tmp_path, argv, fragments):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    run_dir = tmp_path / "run"  # the prompt is read first
+    assert_one_line_error(*run_cli(capsys, "sample", run_dir, *argv)[::2], *fragments)
+
+
+def test_output_into_a_closed_pipe_exits_quietly():
+    """`tinygpt presets | head`, the reader gone before the first write. `sample` writes as it
+    goes, so its BrokenPipeError comes from the handler; the presets' from the flush at the
+    end of main. Both end in the same one place."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    command = tinygpt_command("presets")
+    try:
+        done = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == b""
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["plot", "{run}", "--out", "{tmp}/curve.txt"], [".png, .pdf or .svg"]),
+        (["plot", "{run}", "--out", "{tmp}/dir.png"], ["is a directory"]),
+        (["eval", "{run}", "--out", "{tmp}/file"], ["is a file; give a directory"]),
+        (["attention", "{run}", "--prompt", "x", "--out", "{tmp}/file"], ["is a file"]),
+        (["compare", "gptiny", "--out", "{tmp}/file", "--tokens", "1e3"], ["is a file"]),
+        (["train", "--out", "{tmp}/r", "--config", "{tmp}"], ["is a directory; give a TOML"]),
+    ],
+)
+def test_a_file_where_a_directory_belongs_is_one_line_exit_2(capsys, tmp_path, argv, fragments):
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "dir.png").mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(tmp_path / "run")) for a in argv]
+    assert_one_line_error(*run_cli(capsys, *argv)[::2], *fragments)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_wrong_path_is_exit_2_and_a_full_disk_exit_1(capsys, monkeypatch):
+    def fail_with(error: OSError):
+        def handler(args):
+            raise error
+
+        monkeypatch.setattr(cli, "run_presets", handler)
+        return run_cli(capsys, "presets")
+
+    code, _, err = fail_with(NotADirectoryError(errno.ENOTDIR, "Not a directory", "x/y"))
+    assert_one_line_error(code, err, "Not a directory")
+    code, _, err = fail_with(OSError(errno.ENOSPC, "No space left on device"))
+    assert code == 1 and err == "tinygpt: error: [Errno 28] No space left on device\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# A value given wins over the preset's
+
+
+def test_max_iters_given_wins_over_the_presets_epochs():
+    config = resolve_train_config("modern-tinystories", None, {"max-iters": "400"})
+    assert config.train.max_iters == 400 and config.train.epochs == 0
+
+
+def test_the_flag_wins_over_the_file_and_the_file_over_the_preset(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\nepochs = 2\n")
+    assert resolve_train_config("baby-shakespeare", toml, {}).train.epochs == 2
+    config = resolve_train_config("baby-shakespeare", toml, {"max_iters": "300"})
+    assert (config.train.max_iters, config.train.epochs) == (300, 0)
+
+
+def test_epochs_and_max_iters_given_together_conflict(capsys, tmp_path):
+    argv = ["train", "--out", tmp_path / "r", "--epochs", "2", "--max_iters", "10"]
+    assert_one_line_error(*run_cli(capsys, *argv)[::2], "both epochs=2 and max_iters=10")
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_epochs(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path, "--epochs", "3")
+    assert_one_line_error(code, err, "give --max_iters")
+
+
+def test_the_memory_check_counts_fsdps_shards(monkeypatch):
+    """Under torchrun, FSDP keeps a quarter of the training state on each of 4 ranks."""
+    config = resolve_train_config("gptiny", None, {"device": "cpu"})
+    elements = config.model.tensor_elements()
+    monkeypatch.setattr("tinygpt.runtime.free_memory", lambda device: 8 * elements)  # < 16 B
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    cli._check_training_fits(resolve_train_config("gptiny", None, {"distributed": "fsdp"}))
+    with pytest.raises(ConfigError, match="GiB, more than"):
+        cli._check_training_fits(config)  # ddp: every rank holds it all

@@ -4,13 +4,21 @@ one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import difflib
+import errno
+import functools
+import importlib.metadata
 import inspect
 import logging
+import os
 import re
 import shlex
 import sys
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -18,7 +26,11 @@ from tinygpt.config import (
     DecodingPrecision,
     RunConfig,
     all_fields,
+    apply_given_settings,
     apply_overrides,
+    check_given_settings,
+    check_seed,
+    given_field_names,
     load_toml_overrides,
     parse_value,
     section_classes,
@@ -27,15 +39,38 @@ from tinygpt.errors import ConfigError, TinyGPTError
 from tinygpt.presets import DEFAULT_PRESET, PRESETS, describe_preset, get_preset
 
 if TYPE_CHECKING:  # the handlers import torch-heavy modules only when they run
+    import torch
+
     from tinygpt.generate.engine import GenerationSettings
     from tinygpt.model.gpt import GPT
     from tinygpt.tokenizers.base import Tokenizer
 
 log = logging.getLogger("tinygpt")
 
+# OSErrors about a path or address the user gave (missing, of the wrong kind, not allowed, in
+# use): theirs to fix, exit 2 like any mistake. The others (a full disk, an I/O error) are the
+# machine's: exit 1.
+USER_FIXABLE_ERRNOS = {
+    errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.EACCES,
+    errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP, errno.EADDRINUSE,
+    errno.EADDRNOTAVAIL,
+}  # fmt: skip
+# the exit status of a process that SIGPIPE ended (128 + 13), which shells report for `cat`
+EXIT_READER_GONE = 141
+SPELLING_NOTE = "Every flag may be written with - or _ between words (--max-new-tokens or "
+SPELLING_NOTE += "--max_new_tokens)."
+
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports mistakes as TinyGPTError: one line, exit 2, like every other error."""
+    """argparse that reports mistakes as TinyGPTError: one line, exit 2, like every other error.
+
+    Abbreviated flags are off: with both spellings of every flag, `--repetition` would match
+    two names, and a prefix that works today breaks when a flag is added."""
+
+    subcommands: dict[str, argparse.ArgumentParser]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{message} (see `{self.prog} --help`)")
@@ -43,18 +78,72 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         _configure_logging()
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader gone shows here, not at exit as "Exception ignored"
+        return code
     except TinyGPTError as err:
-        print(f"tinygpt: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err), 2)
     except KeyboardInterrupt:
         print("tinygpt: interrupted", file=sys.stderr)
         return 130
-    except OSError as err:  # disk full, permission denied: not a bug, still one line
-        print(f"tinygpt: error: {err}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:
+        return _stop_writing_to_a_closed_pipe()
+    except OSError as err:  # a wrong path, a full disk: not a bug, still one line
+        return _fail(str(err), 2 if err.errno in USER_FIXABLE_ERRNOS else 1)
+    except (MemoryError, RuntimeError) as err:
+        if (reason := _allocation_failure(err)) is None:
+            raise
+        return _fail(f"out of memory: {reason}; make the model or batch_size smaller", 2)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"tinygpt: error: {message}", file=sys.stderr)
+    return code
+
+
+def _stop_writing_to_a_closed_pipe() -> int:
+    """`tinygpt sample RUN | head`: the reader left, so stop quietly, as `cat` does (with 141,
+    the status a shell shows for a process SIGPIPE ended). Python ignores SIGPIPE and raises
+    instead; stdout is pointed at /dev/null so the final flush at exit cannot raise again."""
+    with contextlib.suppress(OSError, ValueError):  # ValueError: stdout is not a file (tests)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_READER_GONE
+
+
+def _allocation_failure(err: BaseException) -> str | None:
+    """What could not be allocated, if `err` is an allocation failure (torch's CPU allocator
+    and CUDA raise RuntimeErrors that say so); else None. The shape check before building a
+    model catches most of these; this catches the rest (a batch too big, memory taken since)."""
+    if isinstance(err, MemoryError):
+        return str(err) or "a Python object"
+    message = str(err)
+    cpu = re.search(r"can't allocate memory: you tried to allocate (\d+) bytes", message)
+    if cpu:
+        return f"{int(cpu.group(1)) / 2**30:,.1f} GiB asked of the CPU allocator"
+    if "out of memory" in message.lower():
+        return message.splitlines()[0]
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; an unknown flag gets the closest known one in its error."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        raise ConfigError(_unrecognized(parser.subcommands[args.command], extras))
+    return args
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    flags = [word.partition("=")[0] for word in extras if word.startswith("-")]
+    if not flags:
+        return f"unrecognized arguments: {' '.join(extras)} (see `{parser.prog} --help`)"
+    known = [name for name in parser._option_string_actions if name.startswith("--")]
+    closest = difflib.get_close_matches(flags[0], known, n=1)
+    suggestion = f"; did you mean {closest[0]}?" if closest else ""
+    return f"unrecognized flag {flags[0]}{suggestion} (see `{parser.prog} --help`)"
 
 
 def _configure_logging() -> None:
@@ -66,7 +155,12 @@ def _configure_logging() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tinygpt", description="Train, sample and inspect small GPT models.")
+    parser = _Parser(
+        prog="tinygpt",
+        description="Train, sample and inspect small GPT models.",
+        epilog=SPELLING_NOTE,
+    )
+    parser.add_argument("--version", action="version", version=f"tinygpt {_package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     presets = commands.add_parser("presets", help="list the named configurations")
@@ -103,20 +197,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="generate text from a trained run")
     _add_run_flags(sample)
-    sample.add_argument("--prompt", help="text to continue (default: the run's sample.prompt)")
-    sample.add_argument("--max-new-tokens", type=int, dest="max_new_tokens")
-    _add_sampling_flags(sample)
-    sample.add_argument("--seed", type=int, dest="sample_seed")
+    _add_prompt_flags(sample, "text to continue (default: the run's sample.prompt)")
     sample.add_argument(
-        "--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (CTRL)"
+        "--max-new-tokens", type=_Bounded("--max-new-tokens", least=0), dest="max_new_tokens"
     )
-    sample.add_argument("--min-new-tokens", type=int, default=0, help="no end-of-text before")
+    _add_sampling_flags(sample)
+    sample.add_argument(
+        "--seed",
+        type=_seed("--seed"),
+        dest="sample_seed",
+        metavar="SEED",
+        help="same seed, same text; by default the run's sample_seed (1337 unless set when "
+        "training), so every call prints the same text: give another seed for another",
+    )
+    sample.add_argument(
+        "--repetition-penalty", type=_Bounded("--repetition-penalty", float, above=0),
+        default=1.0, help="> 1 discourages repeats (CTRL)",
+    )  # fmt: skip
+    sample.add_argument(
+        "--min-new-tokens", type=_Bounded("--min-new-tokens", least=0), default=0,
+        help="no end-of-text before",
+    )  # fmt: skip
     sample.add_argument("--stop", action="append", default=[], help="stop at this text (repeat)")
     sample.add_argument(
-        "--num-samples", type=int, default=1, help="continuations of the prompt, as one batch"
+        "--num-samples", type=_Bounded("--num-samples", least=1), default=1,
+        help="continuations of the prompt, as one batch",
+    )  # fmt: skip
+    sample.add_argument(
+        "--num-beams", type=_Bounded("--num-beams", least=1), default=1, help="> 1: beam search"
     )
-    sample.add_argument("--num-beams", type=int, default=1, help="> 1: beam search")
-    sample.add_argument("--length-penalty", type=float, default=1.0, help="beam search")
+    sample.add_argument(
+        "--length-penalty", type=_Bounded("--length-penalty", float), default=1.0,
+        help="beam search",
+    )  # fmt: skip
     sample.set_defaults(handler=run_sample)
 
     chat = commands.add_parser(
@@ -124,17 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="talk with a run trained on dialog data, in the terminal",
         description="Chat in the terminal; the history is kept within the model's context, "
         "oldest turns dropped first. Commands: /reset, /temp T, /top_k K, /top_p P, "
-        "/max_tokens N, /help, /quit (or Ctrl-D).",
+        "/max_tokens N, /help, /quit (or Ctrl-D). Ctrl-C stops a reply as it streams, and at "
+        "the prompt clears the line.",
     )
     _add_run_flags(chat)
     chat.add_argument(
         "--max-new-tokens",
-        type=int,
+        type=_Bounded("--max-new-tokens", least=1),
         dest="max_new_tokens",
         help="tokens per reply (default: half the context)",
     )
     _add_sampling_flags(chat)
-    chat.add_argument("--seed", type=int, help="same seed, same replies")
+    chat.add_argument(
+        "--seed", type=_seed("--seed"), help="same seed, same replies (default: a new one)"
+    )
     chat.set_defaults(handler=run_chat)
 
     serve = commands.add_parser(
@@ -147,13 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
     )
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--port", type=_Bounded("--port", least=0, most=65535), default=8000, help="0: any free"
+    )
     serve.add_argument(
         "--model-name", dest="model_name", help="the model id clients use (default: RUN_DIR's name)"
     )
     serve.add_argument(
         "--max-batch",
-        type=int,
+        type=_Bounded("--max-batch", least=1),
         default=8,
         dest="max_batch",
         help="requests decoded together; more wait their turn (1: one at a time)",
@@ -163,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="draw a run's loss curves to a PNG")
     plot.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    plot.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/loss.png)")
+    plot.add_argument(
+        "--out", type=_image_path, help="a .png, .pdf or .svg file (default: RUN_DIR/loss.png)"
+    )
     plot.set_defaults(handler=run_plot)
 
     evaluate = commands.add_parser(
@@ -180,22 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", metavar="SOURCE_OR_PREPARED_DIR", help="default: the run's own data"
     )
     evaluate.add_argument("--split", default="val", choices=("val", "train"))
-    evaluate.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/eval")
-    evaluate.add_argument("--max-dialogs", type=int, default=200, dest="max_dialogs")
     evaluate.add_argument(
-        "--batch-size", type=int, dest="batch_size", help="default: the run's batch_size"
+        "--out", type=_directory_path, metavar="DIR", help="default: RUN_DIR/eval"
     )
+    evaluate.add_argument(
+        "--max-dialogs", type=_Bounded("--max-dialogs", least=0), default=200, dest="max_dialogs"
+    )
+    evaluate.add_argument(
+        "--batch-size", type=_Bounded("--batch-size", least=1), dest="batch_size",
+        help="default: the run's batch_size",
+    )  # fmt: skip
     evaluate.set_defaults(handler=run_eval)
 
     attention = commands.add_parser(
         "attention",
         help="draw attention maps of a prompt, per layer and head, to PNGs",
-        usage="tinygpt attention RUN_DIR --prompt TEXT [--out DIR] [--layers all|0,2] "
-        "[--checkpoint best]",
+        usage="tinygpt attention RUN_DIR (--prompt TEXT | --prompt-file PATH) [--out DIR] "
+        "[--layers all|0,2] [--checkpoint best]",
     )
     _add_run_flags(attention)
-    attention.add_argument("--prompt", required=True, help="the text whose attention to draw")
-    attention.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/attention")
+    _add_prompt_flags(attention, "the text whose attention to draw", required=True)
+    attention.add_argument(
+        "--out", type=_directory_path, metavar="DIR", help="default: RUN_DIR/attention"
+    )
     attention.add_argument("--layers", default="all", help="all, or indices such as 0,2")
     attention.set_defaults(handler=run_attention)
 
@@ -214,15 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
         "configs", nargs="+", metavar="CONFIG", help="preset name or TOML file; first: baseline"
     )
     compare.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="folder of the runs and reports"
-    )
-    compare.add_argument("--seeds", type=int, default=3, metavar="N", help="runs per config")
+        "--out", type=_directory_path, required=True, metavar="DIR",
+        help="folder of the runs and reports",
+    )  # fmt: skip
     compare.add_argument(
-        "--tokens", type=_whole_number, metavar="N", help="training tokens per run (1e6 works)"
+        "--seeds", type=_Bounded("--seeds", least=1), default=3, metavar="N", help="runs per config"
     )
     compare.add_argument(
-        "--minutes", type=float, metavar="M", help="minutes of training steps per run"
-    )
+        "--tokens", type=_Bounded("--tokens", above=0), metavar="N",
+        help="training tokens per run (1e6 works)",
+    )  # fmt: skip
+    compare.add_argument(
+        "--minutes", type=_Bounded("--minutes", float, above=0), metavar="M",
+        help="minutes of training steps per run",
+    )  # fmt: skip
     _add_data_flag(compare, "text to train on, for every config")
     _add_field_flags(compare)
     compare.set_defaults(handler=run_compare)
@@ -288,11 +420,91 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--lora-dropout", type=float, default=0.05, dest="lora_dropout")
     _add_field_flags(finetune, sections=("data", "train"))
     finetune.set_defaults(handler=run_finetune)
+    parser.subcommands = commands.choices
+    for subcommand in parser.subcommands.values():
+        _accept_both_spellings(subcommand)
     return parser
 
 
-def _whole_number(text: str) -> int:
-    return parse_value("--tokens", int, text)
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("tinygpt")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
+
+
+def _accept_both_spellings(parser: argparse.ArgumentParser) -> None:
+    """Let every flag be written with - or _ between words: train's config fields carry
+    nanoGPT's underscores, the other flags hyphens, and people mix them. The other spelling is
+    registered beside the one --help shows, so the help stays as it was."""
+    parser.epilog = SPELLING_NOTE
+    for action in parser._actions:
+        for flag in action.option_strings:
+            parser._option_string_actions.setdefault(other_spelling(flag), action)
+
+
+def other_spelling(flag: str) -> str:
+    """`--max-new-tokens` <-> `--max_new_tokens`; `--model.n_layer` -> `--model.n-layer`."""
+    if not flag.startswith("--"):
+        return flag
+    name = flag[2:]
+    return "--" + (name.replace("_", "-") if "_" in name else name.replace("-", "_"))
+
+
+@dataclass(frozen=True)
+class _Bounded:
+    """argparse's `type=` for a number flag: parsed like a config field (1e3 is a whole number,
+    nan and inf are refused), then held to its bounds; each failure is one line naming the
+    flag, in the words of the library's own checks (`--seeds 0 must be at least 1`)."""
+
+    flag: str
+    kind: type = int
+    least: float | None = None
+    above: float | None = None
+    most: float | None = None
+
+    def __call__(self, text: str) -> Any:
+        value = parse_value(self.flag, self.kind, text)
+        if self.least is not None and value < self.least:
+            self._refuse(text, f"at least {self.least:g}")
+        if self.above is not None and value <= self.above:
+            self._refuse(text, f"greater than {self.above:g}")
+        if self.most is not None and value > self.most:
+            self._refuse(text, f"at most {self.most:g}")
+        return value
+
+    def _refuse(self, text: str, bound: str) -> NoReturn:
+        raise ConfigError(f"{self.flag} {text} must be {bound}")
+
+
+def _seed(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        seed = parse_value(flag, int, text)
+        check_seed(seed, f"{flag} {text}")
+        return seed
+
+    return parse
+
+
+def _directory_path(text: str) -> Path:
+    """An --out DIR: it may not exist yet, but must not be a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {text} is a file; give a directory (it is created if missing)")
+    return path
+
+
+# what the loss curve can be written as; matplotlib knows more, but these three are certain
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def _image_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(f"--out {text}: give a file name ending in .png, .pdf or .svg")
+    if path.is_dir():
+        raise ConfigError(f"--out {text} is a directory; give a file such as {path / 'loss.png'}")
+    return path
 
 
 def _add_data_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -315,10 +527,47 @@ def _add_run_flags(
 
 def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     """How each token is drawn; unset flags keep the run's sample section."""
-    parser.add_argument("--temperature", type=float, help="0 for greedy decoding")
-    parser.add_argument("--top-k", type=int, dest="top_k", help="0 for no top-k filter")
-    parser.add_argument("--top-p", type=float, dest="top_p", help="1.0 for no nucleus filter")
+    parser.add_argument(
+        "--temperature", type=_Bounded("--temperature", float, least=0),
+        help="0 for greedy decoding",
+    )  # fmt: skip
+    parser.add_argument(
+        "--top-k", type=_Bounded("--top-k", least=0), dest="top_k", help="0 for no top-k filter"
+    )
+    parser.add_argument(
+        "--top-p", type=_Bounded("--top-p", float, above=0, most=1), dest="top_p",
+        help="1.0 for no nucleus filter",
+    )  # fmt: skip
     _add_precision_flag(parser)
+
+
+def _add_prompt_flags(
+    parser: argparse.ArgumentParser, help_text: str, required: bool = False
+) -> None:
+    """--prompt TEXT or --prompt-file PATH (- for stdin): a long prompt need not be quoted."""
+    prompts = parser.add_mutually_exclusive_group(required=required)
+    prompts.add_argument("--prompt", help=help_text)
+    prompts.add_argument(
+        "--prompt-file", dest="prompt_file", metavar="PATH",
+        help="read the prompt from PATH, exactly as written (a final newline included); - reads "
+        "stdin",
+    )  # fmt: skip
+
+
+def _prompt_of(args: argparse.Namespace) -> str | None:
+    """--prompt's text, or --prompt-file's; None when neither was given."""
+    if args.prompt_file is None:
+        return args.prompt
+    try:
+        if args.prompt_file == "-":
+            return sys.stdin.read()
+        return Path(args.prompt_file).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--prompt-file {args.prompt_file} is not UTF-8 text") from None
+    except OSError as err:
+        raise ConfigError(
+            f"--prompt-file {args.prompt_file} cannot be read: {err.strerror}"
+        ) from None
 
 
 def _add_precision_flag(parser: argparse.ArgumentParser) -> None:
@@ -338,13 +587,13 @@ def _add_field_flags(
 ) -> None:
     """One flag per config field, `--n_layer` and `--model.n_layer` alike; values stay text
     here and are parsed by the field's type in `apply_overrides`."""
-    help_texts = _field_comments()
+    help_texts, fields = _field_comments(), all_fields()
     for section, cls in section_classes().items():
         if section not in sections:
             continue
         group = parser.add_argument_group(f"{section} fields ({cls.__doc__})")
         defaults = cls()
-        for name, (field_section, annotation, _) in all_fields().items():
+        for name, (field_section, annotation, _) in fields.items():
             if field_section != section:
                 continue
             group.add_argument(
@@ -365,6 +614,7 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation)).upper()
 
 
+@functools.cache  # reading config.py's source took most of the time `tinygpt` takes to start
 def _field_comments() -> dict[str, str]:
     """The trailing `# comment` of each field in config.py: the help text, written once."""
     comments: dict[str, str] = {}
@@ -398,11 +648,17 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.preset or args.config or args.out:
             raise ConfigError("--resume continues a run as it was; drop --preset/--config/--out")
+        if "epochs" in given_field_names(overrides):
+            raise ConfigError(
+                "epochs turns into max_iters when a run starts; to train a resumed run "
+                "longer, give --max_iters"
+            )
         trainer = resume_run(args.resume, overrides)
     else:
         if args.out is None:
             raise ConfigError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
         config = resolve_train_config(args.preset, args.config, overrides)
+        _check_training_fits(config)
         trainer = start_run(config, args.out)
     _describe_trainer(trainer)
     result = trainer.fit()
@@ -423,10 +679,30 @@ def run_train(args: argparse.Namespace) -> int:
 def resolve_train_config(
     preset: str | None, config_file: Path | None, overrides: dict[str, Any]
 ) -> RunConfig:
+    """The preset, then the --config file, then the flags: what a person gave wins over the
+    preset (see `apply_given_settings`), and given settings that contradict each other are
+    refused."""
     config = get_preset(preset or DEFAULT_PRESET)
+    given: set[str] = set()
     if config_file is not None:
-        config = apply_overrides(config, load_toml_overrides(config_file))
-    return apply_overrides(config, overrides)
+        from_file = load_toml_overrides(config_file)
+        config = apply_given_settings(config, from_file, f"config file {config_file}")
+        given |= given_field_names(from_file)
+    config = apply_given_settings(config, overrides, "the flags")
+    check_given_settings(config, given | given_field_names(overrides))
+    return config
+
+
+def _check_training_fits(config: RunConfig) -> None:
+    """Refuse a model too big to train here before data is prepared or a directory made.
+    Under torchrun, FSDP spreads weights, gradients and optimizer state over the ranks."""
+    from tinygpt.runtime import TRAINING_BYTES_PER_ELEMENT, check_model_fits, resolve_device
+    from tinygpt.train.distributed import detect_context
+
+    context = detect_context(config.train)
+    shards = context.world_size if context.mode == "fsdp" else 1
+    device = resolve_device(config.train.device)
+    check_model_fits(config.model, device, TRAINING_BYTES_PER_ELEMENT / shards)
 
 
 def _describe_trainer(trainer: Any) -> None:
@@ -454,11 +730,9 @@ SAMPLE_FLAGS = (
 
 def run_sample(args: argparse.Namespace) -> int:
     from tinygpt.generate.engine import GenerationSettings, stream_text
-    from tinygpt.runtime import resolve_device
-    from tinygpt.train.checkpoint import load_model_from_run
 
-    device = resolve_device(args.device)
-    model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    args.prompt = _prompt_of(args)
+    model, tokenizer, config, _ = _load_run(args)
     chosen = {name: value for name in SAMPLE_FLAGS if (value := getattr(args, name)) is not None}
     sample = dataclasses.replace(config.sample, **chosen)  # validated like any config value
     settings = GenerationSettings(
@@ -508,11 +782,8 @@ def _print_samples(
 def run_chat(args: argparse.Namespace) -> int:
     from tinygpt.generate.chat import HELP, ChatSession, run_terminal_chat
     from tinygpt.generate.engine import GenerationSettings
-    from tinygpt.runtime import resolve_device
-    from tinygpt.train.checkpoint import load_model_from_run
 
-    device = resolve_device(args.device)
-    model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    model, tokenizer, config, _ = _load_run(args)
     sample, block_size = config.sample, config.model.block_size
     default_tokens = max(1, min(sample.max_new_tokens, block_size // 2))
     settings = GenerationSettings(
@@ -539,17 +810,24 @@ def _chosen(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    import contextlib
+def _load_run(args: argparse.Namespace) -> tuple[GPT, Tokenizer, RunConfig, torch.device]:
+    """RUN_DIR's model on --device, its shape checked against free memory before it is built
+    (a config.json edited to block_size 10**12 gets one line, not an allocator's traceback)."""
+    from tinygpt.config import config_from_dict
+    from tinygpt.runtime import LOADING_BYTES_PER_ELEMENT, check_model_fits, resolve_device
+    from tinygpt.train.checkpoint import load_model_from_run, read_run_config_dict
 
-    from tinygpt.runtime import resolve_device
-    from tinygpt.serve.app import bind_socket, create_app, make_server, url_of
-    from tinygpt.train.checkpoint import load_model_from_run
-
-    if args.max_batch < 1:
-        raise ConfigError(f"--max-batch {args.max_batch}: give 1 or more")
     device = resolve_device(args.device)
+    config = config_from_dict(read_run_config_dict(args.run_dir))
+    check_model_fits(config.model, device, LOADING_BYTES_PER_ELEMENT)
     model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    return model, tokenizer, config, device
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from tinygpt.serve.app import bind_socket, create_app, make_server, url_of
+
+    model, tokenizer, config, _ = _load_run(args)
     if args.precision is not None:
         config = dataclasses.replace(
             config, sample=dataclasses.replace(config.sample, precision=args.precision)
@@ -594,11 +872,8 @@ def run_plot(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from tinygpt.eval.evaluate import evaluate_run, write_report
-    from tinygpt.runtime import resolve_device
-    from tinygpt.train.checkpoint import load_model_from_run
 
-    device = resolve_device(args.device)
-    model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    model, tokenizer, config, device = _load_run(args)
     report = evaluate_run(
         model,
         tokenizer,
@@ -619,14 +894,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_attention(args: argparse.Namespace) -> int:
     from tinygpt.eval.attention_maps import parse_layers, write_attention_maps
-    from tinygpt.runtime import resolve_device
-    from tinygpt.train.checkpoint import load_model_from_run
 
-    device = resolve_device(args.device)
-    model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
+    prompt = _prompt_of(args)
+    model, tokenizer, config, _ = _load_run(args)
     layers = parse_layers(args.layers, config.model.n_layer)
     out = args.out or args.run_dir / "attention"
-    for path in write_attention_maps(model, tokenizer, args.prompt, out, layers):
+    for path in write_attention_maps(model, tokenizer, prompt, out, layers):
         print(path)
     return 0
 

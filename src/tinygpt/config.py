@@ -7,6 +7,7 @@ Every value is parsed by its field's type; no user text is ever evaluated as cod
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import tomllib
@@ -21,6 +22,10 @@ from tinygpt.errors import ConfigError
 SECTIONS = ("model", "data", "train", "sample")
 MIN_TRAINED_VOCAB = 300  # a byte-level BPE needs its 256 byte tokens plus special tokens
 MAX_TOKEN_ID = 2**32 - 1  # token files are uint16 or uint32
+# torch takes seeds below 2**64, and tinygpt derives more seeds by adding small offsets (seed + 1
+# for evaluation batches, + k for compare's k-th seed and the k-th of --num-samples): a seed
+# below 2**63 leaves every derived one in range
+SEED_LIMIT = 2**63
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,22 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    def tensor_elements(self) -> int:
+        """Elements of the tensors a GPT of this shape allocates, to leading order: embeddings,
+        position tables (RoPE's cos/sin in every layer) and weight matrices; biases, norms and
+        the hybrid's scoring vectors are left out, so it never overestimates. Arithmetic, not a
+        model, so a shape too big for memory is refused before anything is allocated. Counts
+        no token embedding while vocab_size is 0 (not yet known)."""
+        C, V, T = self.n_embd, self.vocab_size, self.block_size
+        qkv_width = C + 2 * self.kv_heads * self.head_dim
+        if self.attention == "hybrid":  # the fused projection also makes the local features
+            qkv_width += (self.n_head + self.kv_heads) * self.local_dim
+        attention = C * qkv_width + C * C  # fused q, k, v, then the output projection
+        ffn = (2 if self.ffn == "mlp" else 3) * C * self.ffn_width
+        positions = T * C if self.position == "learned" else self.n_layer * T * self.head_dim
+        untied_head = V * C if self.output == "softmax" and not self.tie_weights else 0
+        return V * C + untied_head + positions + self.n_layer * (attention + ffn)
+
     @property
     def kv_heads(self) -> int:
         return self.n_kv_head or self.n_head
@@ -188,6 +209,7 @@ class TrainConfig:
     distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate or shard the model
 
     def __post_init__(self) -> None:
+        check_seed(self.seed, f"seed={self.seed}")
         _check_positive(
             self,
             "batch_size",
@@ -237,6 +259,7 @@ class SampleConfig:
     precision: DecodingPrecision = "auto"
 
     def __post_init__(self) -> None:
+        check_seed(self.sample_seed, f"sample_seed={self.sample_seed}")
         _check_non_negative(self, "max_new_tokens", "temperature", "top_k")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p={self.top_p} must be in (0, 1]")
@@ -282,6 +305,13 @@ def _check_non_negative(obj: object, *names: str) -> None:
             raise ConfigError(f"{name}={value} must not be negative")
 
 
+def check_seed(seed: int, shown_as: str) -> None:
+    """Refuse a seed torch cannot take (or one whose derived seeds it could not): see SEED_LIMIT.
+    `shown_as` is how the error names it (`seed=-1`, `--seed -1`)."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"{shown_as} must be a whole number from 0 to 2**63 - 1")
+
+
 def _check_fraction(obj: object, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -297,6 +327,7 @@ def section_classes() -> dict[str, type]:
     return {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "sample": SampleConfig}
 
 
+@functools.cache  # resolving the annotations is most of what building the CLI's parser costs
 def field_types(section_cls: type) -> dict[str, Any]:
     """Resolved annotations of a config dataclass (the module uses postponed annotations)."""
     hints = typing.get_type_hints(section_cls)
@@ -398,6 +429,58 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return dataclasses.replace(config, **sections)
 
 
+def apply_given_settings(config: RunConfig, overrides: dict[str, Any], origin: str) -> RunConfig:
+    """`apply_overrides` for settings a person gave (a --config file, then flags) over a preset.
+
+    A value given wins over what a lower layer would derive it from: `max_iters` given without
+    `epochs` drops a lower layer's `epochs` (which would recompute max_iters from the data), and
+    a lower layer's decay over its whole run (`lr_decay_iters` equal to its `max_iters`) follows
+    the new length. Given together in one place, `epochs` and `max_iters` conflict; `origin`
+    ("the flags", "config file run.toml") names that place in the error."""
+    given = given_field_names(overrides)
+    updated = apply_overrides(config, overrides)
+    train = updated.train
+    if {"epochs", "max_iters"} <= given and train.epochs:
+        raise ConfigError(
+            f"{origin} set both epochs={train.epochs:g} and max_iters={train.max_iters}, which "
+            "both decide how long the run trains; keep one"
+        )
+    if "max_iters" not in given or "epochs" in given:
+        return updated
+    decays_over_whole_run = config.train.lr_decay_iters == config.train.max_iters
+    follows = "lr_decay_iters" not in given and decays_over_whole_run
+    train = dataclasses.replace(
+        train, epochs=0.0, lr_decay_iters=0 if follows else train.lr_decay_iters
+    )
+    return dataclasses.replace(updated, train=train)
+
+
+def check_given_settings(config: RunConfig, given: set[str]) -> None:
+    """Refuse, in one line, step counts a person gave that contradict each other (values from
+    presets and defaults are not checked: a short test run keeps the preset's warm-up)."""
+    train = config.train
+    if {"warmup_iters", "max_iters"} <= given and train.warmup_iters >= train.max_iters:
+        raise ConfigError(
+            f"warmup_iters={train.warmup_iters} is not below max_iters={train.max_iters}: the "
+            "run would end before the learning rate reaches its peak; lower warmup_iters"
+        )
+    if {
+        "warmup_iters",
+        "lr_decay_iters",
+    } <= given and 0 < train.lr_decay_iters <= train.warmup_iters:
+        raise ConfigError(
+            f"lr_decay_iters={train.lr_decay_iters} is not after warmup_iters="
+            f"{train.warmup_iters}: the decay would end before the warm-up does; raise "
+            "lr_decay_iters (or set 0: decay over max_iters)"
+        )
+
+
+def given_field_names(overrides: dict[str, Any]) -> set[str]:
+    """The field names (`max_iters`) that override keys (`train.max_iters`, `max-iters`) set."""
+    known = all_fields()
+    return {_locate_field(key, known)[1] for key in overrides}
+
+
 def _locate_field(key: str, known: dict[str, tuple[str, Any, Any]]) -> tuple[str, str]:
     section, _, name = key.rpartition(".")
     name = name.replace("-", "_")
@@ -425,6 +508,10 @@ def load_toml_overrides(path: Path) -> dict[str, Any]:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; give a TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
     return flatten_toml(document, str(path))

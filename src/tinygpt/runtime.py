@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 import torch
 
 from tinygpt.atomic_files import write_text_atomic
-from tinygpt.config import TrainConfig
+from tinygpt.config import ModelConfig, TrainConfig
 from tinygpt.data.sources import default_cache_dir
 from tinygpt.errors import ConfigError
 
@@ -88,6 +89,40 @@ def setup_runtime(config: TrainConfig) -> Runtime:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return Runtime(device=device, dtype=resolve_dtype(config.dtype, device))
+
+
+# bytes per model element: fp32 weights alone, or with gradients and AdamW's two moments
+LOADING_BYTES_PER_ELEMENT = 4
+TRAINING_BYTES_PER_ELEMENT = 16
+
+
+def check_model_fits(config: ModelConfig, device: torch.device, bytes_per_element: float) -> None:
+    """Refuse a model shape whose tensors alone exceed the memory free now, before building it.
+
+    Building it would fail in the allocator (a traceback) or, worse, succeed on Linux's
+    overcommit and be killed when the pages are touched. The model is built in CPU memory and
+    then moved, so a GPU run needs room in both. The estimate leaves out activations, so a
+    model that passes may still be too big; one that fails cannot fit."""
+    elements = config.tensor_elements()
+    for place, per_element in (
+        (torch.device("cpu"), LOADING_BYTES_PER_ELEMENT),
+        (device, bytes_per_element),
+    ):
+        needed, free = elements * per_element, free_memory(place)
+        if needed > free:
+            names = ("n_layer", "n_embd", "block_size", "vocab_size")  # vocab_size 0: not known
+            shape = ", ".join(f"{n}={value}" for n in names if (value := getattr(config, n)))
+            raise ConfigError(
+                f"a model of {shape} has {elements:.3g} weights and needs {needed / 2**30:,.1f} "
+                f"GiB, more than the {free / 2**30:,.1f} GiB free on {place.type}; make it smaller"
+            )
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes that can be allocated on `device` now (on CPU and MPS, RAM not in use)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available
 
 
 @functools.cache

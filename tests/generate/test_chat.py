@@ -178,3 +178,41 @@ def test_chat_with_a_plain_text_model_warns_first(
     out, err = capsys.readouterr()
     assert err.count("warning") == 1 and "plain text" in err
     assert "Bot: " in out
+
+
+def interrupted_after(pieces: list[str]):
+    """A reply stream that yields `pieces`, then gets Ctrl-C."""
+
+    def reply(message: str):
+        yield from pieces
+        raise KeyboardInterrupt
+
+    return reply
+
+
+def test_ctrl_c_during_a_reply_stops_only_the_reply(session: ChatSession, monkeypatch):
+    monkeypatch.setattr(session, "reply", interrupted_after(["Hel", "lo"]))
+    out = io.StringIO()
+    assert run_terminal_chat(session, io.StringIO("hi\n/quit\n"), out) == 0
+    assert "Bot: Hello [stopped]\nYou: " in out.getvalue()  # the chat went on to the next line
+    assert session.history == []  # a reply cut short is not remembered
+    monkeypatch.undo()
+    assert run_terminal_chat(session, io.StringIO("hi\n"), io.StringIO()) == 0
+    assert [user for user, _ in session.history] == ["hi"]
+
+
+def test_ctrl_c_at_a_terminal_prompt_clears_the_line_and_ctrl_d_quits(
+    session: ChatSession, monkeypatch
+):
+    typed = iter([KeyboardInterrupt, "hi", EOFError])
+
+    def terminal_input(prompt: str) -> str:
+        answer = next(typed)
+        if isinstance(answer, type):
+            raise answer
+        return answer
+
+    monkeypatch.setattr("tinygpt.generate.chat._is_terminal", lambda *streams: True)
+    monkeypatch.setattr("builtins.input", terminal_input)
+    assert run_terminal_chat(session, io.StringIO(), io.StringIO()) == 0
+    assert [user for user, _ in session.history] == ["hi"]  # the chat went on after Ctrl-C

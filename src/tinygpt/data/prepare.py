@@ -492,6 +492,10 @@ def _encode_corpus(
                 _finish(pending.pop(0), work, names, sizes, progress)
         while pending:
             _finish(pending.pop(0), work, names, sizes, progress)
+        # the bar counts the documents' text; the source's bytes also hold what reading drops
+        # (document separators, blank lines, JSON syntax), so end it at 100% once all is read
+        if progress.total is not None:
+            progress.update(max(0, progress.total - progress.n))
     return names, sizes
 
 
@@ -514,7 +518,7 @@ def _finish(
         names[dest].append(name)
         documents = [doc for doc_dest, doc in batch if doc_dest == dest]
         sizes[dest].append((sum(map(_size, documents)), sum(map(_utf8_size, documents))))
-    progress.update(sum(_size(doc) for _, doc in batch))
+    progress.update(sum(_utf8_size(doc) for _, doc in batch))  # bytes, as total counts them
 
 
 class EncoderPool:

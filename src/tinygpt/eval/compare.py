@@ -9,6 +9,7 @@ deviation over seeds, and converts it to bits per character so that tokenizers c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,6 +18,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -499,7 +501,8 @@ def run_comparison(
             check_run_dir(with_seed(config, k), run_dir_of(out, variant.name, k))
     for k in range(seeds):  # seed-major: an early Ctrl-C still leaves every config one run
         for variant, _, config in plans:
-            train_or_reuse(with_seed(config, k), run_dir_of(out, variant.name, k))
+            with log_lines_prefixed(f"{variant.name}/seed-{k}"):
+                train_or_reuse(with_seed(config, k), run_dir_of(out, variant.name, k))
     results = [
         summarize_config(variant.name, config, prepared, out, seeds)
         for variant, prepared, config in plans
@@ -507,6 +510,28 @@ def run_comparison(
     comparison = Comparison(command, budget, seeds, results)
     write_reports(comparison, out)
     return comparison
+
+
+@contextlib.contextmanager
+def log_lines_prefixed(prefix: str) -> Iterator[None]:
+    """Begin tinygpt's log lines with `prefix` (`NAME/seed-K`, as in OUT/runs) meanwhile: the
+    runs train one after another and their step lines would not say whose they are. A record
+    factory, as the logging cookbook adds context, so the handlers stay the CLI's."""
+    make_record = logging.getLogRecordFactory()
+
+    def make_prefixed_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if record.name.startswith("tinygpt"):
+            # with arguments, the message is still a %-format string
+            shown = prefix.replace("%", "%%") if record.args else prefix
+            record.msg = f"{shown}: {record.msg}"
+        return record
+
+    logging.setLogRecordFactory(make_prefixed_record)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(make_record)
 
 
 def run_dir_of(out: Path, name: str, seed_index: int) -> Path:

@@ -172,7 +172,7 @@ class ChatSession:
 
 HELP = (
     "/reset forget the conversation | /temp T | /top_k K | /top_p P | /max_tokens N | /help | "
-    "/quit (or Ctrl-D)"
+    "/quit (or Ctrl-D) | Ctrl-C stops a reply, or clears the line"
 )
 
 # command: (settings field, parser of its value)
@@ -186,44 +186,63 @@ SETTING_COMMANDS: dict[str, tuple[str, Callable[[str], object]]] = {
 
 
 def run_terminal_chat(session: ChatSession, input_stream: TextIO, output: TextIO) -> int:
-    """Read a line, stream the reply, repeat; end on /quit, end of input or Ctrl-C (exit code 0).
+    """Read a line, stream the reply, repeat; end on /quit or the end of input (Ctrl-D), with
+    exit code 0.
 
-    Mistakes (a bad command value, a message the tokenizer cannot encode) print one line and
-    the chat goes on."""
-    try:
-        while True:
-            line = _read_line(input_stream, output)
-            if not line:  # Ctrl-D
-                output.write("\n")
+    Ctrl-C stops a reply while it streams (the turn is not remembered) and the chat goes on.
+    At a terminal's prompt it clears the line, as in a shell or Python's prompt, so that a
+    second Ctrl-C meant for a reply that just ended does not quit. Read from a pipe, Ctrl-C
+    ends the chat. Mistakes (a bad command value, a message the tokenizer cannot encode) print
+    one line and the chat goes on."""
+    is_terminal = _is_terminal(input_stream, output)
+    while True:
+        try:
+            line = _read_line(input_stream, output, is_terminal)
+        except KeyboardInterrupt:
+            output.write("\n")
+            if is_terminal:
+                continue
+            return 0
+        if not line:  # Ctrl-D
+            output.write("\n")
+            return 0
+        message = line.strip()
+        if not message:
+            continue
+        if message.startswith("/"):
+            if not _run_command(session, message, output):
                 return 0
-            message = line.strip()
-            if not message:
-                continue
-            if message.startswith("/"):
-                if not _run_command(session, message, output):
-                    return 0
-                continue
-            try:
-                stream = session.reply(message)
-                output.write("Bot: ")
-                pieces = []
-                for piece in trim_reply(stream):
-                    output.write(piece)
-                    output.flush()
-                    pieces.append(piece)
-                output.write("\n")
-            except TinyGPTError as err:
-                output.write(f"error: {err}\n")
-                continue
-            session.add_turn(message, "".join(pieces))
-    except KeyboardInterrupt:
+            continue
+        _answer(session, message, output)
+
+
+def _answer(session: ChatSession, message: str, output: TextIO) -> None:
+    """Stream the reply to `message`; remember the turn unless it failed or Ctrl-C stopped it."""
+    pieces = []
+    try:
+        stream = session.reply(message)
+        output.write("Bot: ")
+        for piece in trim_reply(stream):
+            output.write(piece)
+            output.flush()
+            pieces.append(piece)
         output.write("\n")
-        return 0
+    except TinyGPTError as err:
+        output.write(f"error: {err}\n")
+        return
+    except KeyboardInterrupt:
+        output.write(" [stopped]\n")
+        return
+    session.add_turn(message, "".join(pieces))
 
 
-def _read_line(input_stream: TextIO, output: TextIO) -> str:
+def _is_terminal(input_stream: TextIO, output: TextIO) -> bool:
+    return input_stream is sys.stdin and output is sys.stdout and sys.stdin.isatty()
+
+
+def _read_line(input_stream: TextIO, output: TextIO, is_terminal: bool) -> str:
     """A line with its newline, or "" at the end of input."""
-    if input_stream is sys.stdin and output is sys.stdout and sys.stdin.isatty():
+    if is_terminal:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
         try:

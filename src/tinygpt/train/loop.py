@@ -56,6 +56,10 @@ from tinygpt.train.schedule import learning_rate_at
 
 log = logging.getLogger(__name__)
 
+# the progress bar in 80 columns, with room for its bar at 99,999 steps and 99 hours: no steps/s
+# (tok/s says it) and a short postfix (`bar_postfix`); MFU is in the log lines and metrics.jsonl
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+
 EVAL_TOKENS_PER_FORWARD = 8192  # tokens per evaluation forward pass, at least one batch
 
 
@@ -333,6 +337,7 @@ class Trainer:
             disable=not sys.stderr.isatty() or not self.context.is_main,
             dynamic_ncols=True,
             leave=False,
+            bar_format=BAR_FORMAT,
         )
         with bar, stop_requests() as stop, logging_redirect_tqdm():
             while self.progress.step < cfg.max_iters:
@@ -384,9 +389,7 @@ class Trainer:
             "ms_per_step": 1000 * elapsed / max(1, self.progress.step - window.step),
         }
         metrics.append(record)
-        bar.set_postfix_str(
-            f"loss {loss:.4f} | {tokens_per_second / 1000:.1f}k tok/s | MFU {record['mfu']:.0%}"
-        )
+        bar.set_postfix_str(bar_postfix(loss, tokens_per_second))
         if bar.disable:
             log.info(
                 "step %d | loss %.4f | lr %.1e | %.1fk tok/s | MFU %.0f%%",
@@ -501,6 +504,10 @@ def stop_requests() -> Iterator[_StopFlag]:
 @dataclass
 class _StopFlag:
     requested: bool = False
+
+
+def bar_postfix(loss: float, tokens_per_second: float) -> str:
+    return f"loss {loss:.3f}, {tokens_per_second / 1000:.1f}k tok/s"
 
 
 def _finite_or_none(value: float) -> float | None:
