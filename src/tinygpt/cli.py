@@ -389,8 +389,9 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from tinygpt.train.loop import resume_run, start_run  # torch import only when needed
+    from tinygpt.train.loop import raise_interrupt_on_sigterm, resume_run, start_run
 
+    raise_interrupt_on_sigterm()  # a `kill` before training starts unwinds like Ctrl-C
     overrides = _field_overrides(args)
     if args.resume:
         if args.preset or args.config or args.out:
@@ -590,10 +591,13 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from tinygpt.eval.evaluate import evaluate_run, write_report
+    from tinygpt.directories import check_output_dir
+    from tinygpt.eval.evaluate import REPORT_FILES, evaluate_run, write_report
     from tinygpt.runtime import resolve_device
     from tinygpt.train.checkpoint import load_model_from_run
 
+    out = args.out or args.run_dir / "eval"
+    check_output_dir(out, REPORT_FILES)  # before the evaluation, not after
     device = resolve_device(args.device)
     model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
     report = evaluate_run(
@@ -608,21 +612,23 @@ def run_eval(args: argparse.Namespace) -> int:
         max_dialogs=args.max_dialogs,
         device=device,
     )
-    json_path, markdown_path = write_report(report, args.out or args.run_dir / "eval")
+    json_path, markdown_path = write_report(report, out)
     print(report.to_markdown())
     print(f"wrote {json_path} and {markdown_path}")
     return 0
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from tinygpt.eval.attention_maps import parse_layers, write_attention_maps
+    from tinygpt.directories import check_output_dir
+    from tinygpt.eval.attention_maps import MAP_FILES, parse_layers, write_attention_maps
     from tinygpt.runtime import resolve_device
     from tinygpt.train.checkpoint import load_model_from_run
 
+    out = args.out or args.run_dir / "attention"
+    check_output_dir(out, MAP_FILES)  # before the model is loaded
     device = resolve_device(args.device)
     model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
     layers = parse_layers(args.layers, config.model.n_layer)
-    out = args.out or args.run_dir / "attention"
     for path in write_attention_maps(model, tokenizer, args.prompt, out, layers):
         print(path)
     return 0

@@ -25,6 +25,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from tinygpt.directories import check_output_dir
 from tinygpt.errors import ConfigError, DataError
 from tinygpt.model.attention import CausalSelfAttention
 from tinygpt.model.gpt import GPT
@@ -32,6 +33,7 @@ from tinygpt.model.hybrid_attention import HybridAttention, band_to_dense, local
 from tinygpt.tokenizers.base import Tokenizer
 
 MAX_LABELLED_TOKENS = 48  # more tick labels than this are unreadable; the axes show positions
+MAP_FILES = ("layer*.png",)  # all `attention --out DIR` writes: DIR may hold only these
 
 
 # B batch, T time, H query heads, K key/value heads, D head dim, A local_dim, W window
@@ -176,6 +178,7 @@ def write_attention_maps(
     calls = record_attention(model, torch.tensor([ids], dtype=torch.long, device=device))
     chosen = set(range(len(calls)) if layers is None else layers)
     labels = token_labels(tokenizer, ids) if len(ids) <= MAX_LABELLED_TOKENS else None
+    check_output_dir(out_dir, MAP_FILES)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for call in calls:
