@@ -148,6 +148,14 @@ def test_an_endless_train_state_is_refused_before_it_is_read(run_copy, kind):
         load_checkpoint(run_copy, "last")
 
 
+@pytest.mark.parametrize("kind", ["link", "device"])
+def test_an_endless_metrics_file_is_one_line(capsys, run_copy, kind):
+    make_endless(run_copy / "metrics.jsonl", kind)
+    with address_space_capped():
+        code, _, err = run_cli(capsys, "plot", run_copy)
+    assert_one_line_error(code, err, "metrics.jsonl")
+
+
 def test_a_last_link_into_another_run_is_refused(run_copy, trained_run):
     last = run_copy / "checkpoints" / "last"
     last.unlink()

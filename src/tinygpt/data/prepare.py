@@ -110,7 +110,8 @@ def prepare_dataset(
         return already
     if out_dir is not None:
         check_output_dir(out_dir, PREPARED_FILES)  # before anything is read or written
-        out_dir = out_dir.resolve()  # `--out .` has a name, and a parent for the work folder
+        if out_dir.name in ("", ".", ".."):  # `--out .`: its work folder is named after it
+            out_dir = out_dir.resolve()
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     corpus = open_corpus(config, cache_dir)
     key = dataset_key(corpus.fingerprint, config, tokenizer)
@@ -119,7 +120,7 @@ def prepare_dataset(
     if existing is not None:
         logger.info("reusing prepared data in %s", existing.directory)
         return existing
-    with _lock_for_writing(directory, is_cache=out_dir is None):
+    with _lock_for_writing(directory, is_cache=out_dir is None) as lock:
         # another process may have prepared it while this one waited for the lock
         existing = _existing(directory, cache_dir, corpus, config, tokenizer, out_dir)
         if existing is not None:
@@ -129,7 +130,13 @@ def prepare_dataset(
             check_output_dir(out_dir, PREPARED_FILES)
         # temporaries of a killed or failed run: no other writer is alive now
         remove_stale_temporaries(directory.parent, [f".{directory.name}.tmp-*"])
-        return _prepare(directory, key, config, corpus, tokenizer)
+        prepared = _prepare(directory, key, config, corpus, tokenizer)
+        if out_dir is not None:
+            # nothing is left beside the user's folder. Safe to delete while held: a second
+            # writer of an --out folder never waits on this file, so it was refused, or will
+            # find the data complete
+            lock.path.unlink(missing_ok=True)
+        return prepared
 
 
 def _existing(

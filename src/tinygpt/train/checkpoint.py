@@ -370,7 +370,8 @@ def load_checkpoint(
     """Load and verify a checkpoint. `which` is `last`, `best`, or a step directory name."""
     read_run_info(run_dir)
     directory = _checkpoint_directory(run_dir, which)
-    meta = read_json_object(directory / META_FILE, what=f"checkpoint {directory} is incomplete")
+    meta_path = inside(directory / META_FILE, directory, f"{META_FILE} of checkpoint {directory}")
+    meta = read_json_object(meta_path, what=f"checkpoint {directory} is incomplete")
     step, files = _checked_meta(meta, directory)
     model_bytes = _read_verified(directory, MODEL_FILE, files)
     try:
@@ -506,13 +507,12 @@ def check_model_fits(
         )
     with torch.device("meta"):
         shapes = GPT(model_config)
-    expected = shapes.state_dict()
-    for name, tensor in model_state.items():
-        if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
+    for name, tensor in shapes.state_dict().items():  # the model's order: embeddings first
+        saved = model_state.get(name)
+        if saved is not None and tuple(saved.shape) != tuple(tensor.shape):
             raise CheckpointError(
                 f"{run_dir}/config.json does not match the checkpoint: {name} is "
-                f"{tuple(tensor.shape)} in the checkpoint but {tuple(expected[name].shape)} by "
-                "config.json"
+                f"{tuple(saved.shape)} in the checkpoint but {tuple(tensor.shape)} by config.json"
             )
     needed = sum(t.numel() * t.element_size() for t in (*shapes.parameters(), *shapes.buffers()))
     available = physical_memory_bytes()

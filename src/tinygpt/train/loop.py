@@ -36,7 +36,7 @@ from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import RunConfig, TrainConfig, apply_overrides, config_from_dict
 from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_loss_mask, open_tokens
 from tinygpt.data.prepare import PreparedData, prepare_dataset
-from tinygpt.directories import DirectoryLock
+from tinygpt.directories import DirectoryLock, read_regular_file
 from tinygpt.errors import CheckpointError, ConfigError, DataError
 from tinygpt.model.gpt import GPT
 from tinygpt.model.loss import IGNORE_INDEX
@@ -57,6 +57,7 @@ from tinygpt.train.checkpoint import (
     read_run_config_dict,
     read_run_info,
     remove_run_leftovers,
+    run_file,
     run_tokenizer_path,
     save_checkpoint,
 )
@@ -67,6 +68,7 @@ from tinygpt.train.schedule import learning_rate_at
 log = logging.getLogger(__name__)
 
 EVAL_TOKENS_PER_FORWARD = 8192  # tokens per evaluation forward pass, at least one batch
+MAX_METRICS_BYTES = 1 << 30  # metrics.jsonl: about 200 bytes a line, millions of lines
 
 
 @dataclass
@@ -515,9 +517,7 @@ class MetricsLog:
         """Forget lines written after the checkpoint a resumed run restarts from."""
         if not self.path.exists():
             return
-        kept = [
-            json.dumps(record) for record in _records(self.path) if record.get("step", 0) <= step
-        ]
+        kept = [json.dumps(record) for record in _records(self.path) if record["step"] <= step]
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
@@ -526,15 +526,20 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a metrics.jsonl, without the torn last line a kill mid-append
-    leaves."""
-    if not path.exists():
+    """The records of a metrics.jsonl (JSON objects with a whole-number step), without the
+    torn last line a kill mid-append leaves. Refused, like every file of a run, if it is a
+    link out of the run or not a regular file."""
+    if not path.exists() and not path.is_symlink():
         return []
+    what = f"{path} is unreadable"
+    data = read_regular_file(
+        run_file(path.parent, path.name), MAX_METRICS_BYTES, what, CheckpointError
+    )
     records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in data.decode("utf-8", errors="replace").splitlines():
         with contextlib.suppress(json.JSONDecodeError):
             record = json.loads(line)
-            if isinstance(record, dict):
+            if isinstance(record, dict) and type(record.get("step")) is int:
                 records.append(record)
     return records
 
