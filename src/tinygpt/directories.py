@@ -10,8 +10,8 @@ link to `/dev/zero` in a run or a prepared folder would otherwise be read until 
 
 `DirectoryLock` is an exclusive `fcntl.flock` on a lock file. The kernel drops it when its
 process ends, `kill -9` included, so a lock is never stale and never needs breaking by hand.
-The lock file is never deleted (deleting it would let a second process lock a new file while
-the first still holds the old one).
+A lock file that others may wait on is never deleted: a waiter would then hold the old file's
+lock while a newcomer locks a new one.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class DirectoryLock:
                 os.close(held.descriptor)  # drops the flock
 
     def describe_holder(self) -> str:
-        """ "pid 1234" of the process holding the lock, as it wrote it, or "another process"."""
+        """`pid 1234` of the process holding the lock, as it wrote it, or `another process`."""
         try:
             pid = self.path.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError):

@@ -90,7 +90,8 @@ def data_copy(prepared_data: Path, tmp_path: Path) -> Path:
 @contextlib.contextmanager
 def address_space_capped(extra: int = 1 << 30) -> Iterator[None]:
     """A regression that reads /dev/zero or allocates without bound fails with MemoryError
-    within `extra` more bytes, instead of taking the machine's memory (16 GB in 21 s)."""
+    within `extra` more bytes, instead of taking the machine's memory (16 GB in 21 s). CPU
+    only: starting CUDA under the cap would fail for its own reasons."""
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     status = Path("/proc/self/status").read_text()
     in_use = int(status.split("VmSize:")[1].split()[0]) * 1024
@@ -277,7 +278,7 @@ def test_a_train_state_of_another_structure_is_one_checkpoint_error(run_copy, li
 def test_a_config_json_with_absurd_sizes_is_one_line(capsys, run_copy, field, value, named):
     rewrite_json(run_copy / "config.json", lambda config: config["model"].update({field: value}))
     with address_space_capped():
-        code, _, err = run_cli(capsys, "sample", run_copy, "--max-new-tokens", "1")
+        code, _, err = run_cli(capsys, "sample", run_copy, "--device", "cpu", "--max-new-tokens", 1)
     assert_one_line_error(code, err, named)
 
 
@@ -348,7 +349,9 @@ def test_lying_prepared_data_is_refused_before_a_run_is_created(
 ):
     lie(data_copy)
     with address_space_capped():
-        code, _, err = run_cli(capsys, "train", "--data", data_copy, "--out", tmp_path / "r", *TINY)
+        code, _, err = run_cli(
+            capsys, "train", "--data", data_copy, "--out", tmp_path / "r", *TINY, "--device", "cpu"
+        )
     assert_one_line_error(code, err, named)
     assert not (tmp_path / "r").exists()
 

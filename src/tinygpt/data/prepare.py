@@ -197,7 +197,8 @@ def _prepared_source(config: DataConfig, tokenizer: Tokenizer | None) -> Prepare
     """`--data DIR` where DIR was written by `tinygpt prepare`: check it suits the config (and
     the given tokenizer: ids of another vocabulary would be other text to a model)."""
     directory = Path(config.source).expanduser()
-    if not (directory / "meta.json").exists():
+    meta_path = directory / "meta.json"
+    if not (meta_path.exists() or meta_path.is_symlink()):  # a broken link is refused below
         return None
     prepared = _check_complete(directory)
     if tokenizer is not None:
@@ -210,8 +211,9 @@ def _prepared_source(config: DataConfig, tokenizer: Tokenizer | None) -> Prepare
     meta = _read_meta(directory / "meta.json")
     if meta.get("tokenizer") != config.tokenizer:
         raise DataError(
-            f"{directory} was prepared with the {meta['tokenizer']} tokenizer but the run asks "
-            f"for {config.tokenizer}; pass --tokenizer {meta['tokenizer']} or prepare it again"
+            f"{directory} was prepared with the {meta.get('tokenizer')} tokenizer but the run "
+            f"asks for {config.tokenizer}; pass --tokenizer {meta.get('tokenizer')} or prepare "
+            "it again"
         )
     return prepared
 
@@ -734,7 +736,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 def _count(value: Any) -> int:
-    """A whole number >= 0 from JSON (not a bool, not a float with a fraction)."""
+    """A whole number >= 0 from JSON (not a bool, not a float)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{value!r} is not a whole number >= 0")
     return value
