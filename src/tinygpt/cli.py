@@ -642,8 +642,9 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from tinygpt.train.loop import resume_run, start_run  # torch import only when needed
+    from tinygpt.train.loop import raise_interrupt_on_sigterm, resume_run, start_run
 
+    raise_interrupt_on_sigterm()  # a `kill` before training starts unwinds like Ctrl-C
     overrides = _field_overrides(args)
     if args.resume:
         if args.preset or args.config or args.out:
@@ -658,7 +659,6 @@ def run_train(args: argparse.Namespace) -> int:
         if args.out is None:
             raise ConfigError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
         config = resolve_train_config(args.preset, args.config, overrides)
-        _check_training_fits(config)
         trainer = start_run(config, args.out)
     _describe_trainer(trainer)
     result = trainer.fit()
@@ -691,18 +691,6 @@ def resolve_train_config(
     config = apply_given_settings(config, overrides, "the flags")
     check_given_settings(config, given | given_field_names(overrides))
     return config
-
-
-def _check_training_fits(config: RunConfig) -> None:
-    """Refuse a model too big to train here before data is prepared or a directory made.
-    Under torchrun, FSDP spreads weights, gradients and optimizer state over the ranks."""
-    from tinygpt.runtime import TRAINING_BYTES_PER_ELEMENT, check_model_fits, resolve_device
-    from tinygpt.train.distributed import detect_context
-
-    context = detect_context(config.train)
-    shards = context.world_size if context.mode == "fsdp" else 1
-    device = resolve_device(config.train.device)
-    check_model_fits(config.model, device, TRAINING_BYTES_PER_ELEMENT / shards)
 
 
 def _describe_trainer(trainer: Any) -> None:
@@ -811,15 +799,11 @@ def _chosen(value: Any, default: Any) -> Any:
 
 
 def _load_run(args: argparse.Namespace) -> tuple[GPT, Tokenizer, RunConfig, torch.device]:
-    """RUN_DIR's model on --device, its shape checked against free memory before it is built
-    (a config.json edited to block_size 10**12 gets one line, not an allocator's traceback)."""
-    from tinygpt.config import config_from_dict
-    from tinygpt.runtime import LOADING_BYTES_PER_ELEMENT, check_model_fits, resolve_device
-    from tinygpt.train.checkpoint import load_model_from_run, read_run_config_dict
+    """RUN_DIR's --checkpoint on --device (its shape checked against free memory first)."""
+    from tinygpt.runtime import resolve_device
+    from tinygpt.train.checkpoint import load_model_from_run
 
     device = resolve_device(args.device)
-    config = config_from_dict(read_run_config_dict(args.run_dir))
-    check_model_fits(config.model, device, LOADING_BYTES_PER_ELEMENT)
     model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)
     return model, tokenizer, config, device
 
@@ -871,8 +855,11 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from tinygpt.eval.evaluate import evaluate_run, write_report
+    from tinygpt.directories import check_output_dir
+    from tinygpt.eval.evaluate import REPORT_FILES, evaluate_run, write_report
 
+    out = args.out or args.run_dir / "eval"
+    check_output_dir(out, REPORT_FILES)  # before the evaluation, not after
     model, tokenizer, config, device = _load_run(args)
     report = evaluate_run(
         model,
@@ -886,19 +873,21 @@ def run_eval(args: argparse.Namespace) -> int:
         max_dialogs=args.max_dialogs,
         device=device,
     )
-    json_path, markdown_path = write_report(report, args.out or args.run_dir / "eval")
+    json_path, markdown_path = write_report(report, out)
     print(report.to_markdown())
     print(f"wrote {json_path} and {markdown_path}")
     return 0
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from tinygpt.eval.attention_maps import parse_layers, write_attention_maps
+    from tinygpt.directories import check_output_dir
+    from tinygpt.eval.attention_maps import MAP_FILES, parse_layers, write_attention_maps
 
     prompt = _prompt_of(args)
+    out = args.out or args.run_dir / "attention"
+    check_output_dir(out, MAP_FILES)  # before the model is loaded
     model, tokenizer, config, _ = _load_run(args)
     layers = parse_layers(args.layers, config.model.n_layer)
-    out = args.out or args.run_dir / "attention"
     for path in write_attention_maps(model, tokenizer, prompt, out, layers):
         print(path)
     return 0

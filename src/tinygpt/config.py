@@ -202,6 +202,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # training loss only; evaluation reports plain cross-entropy
     loss_on: Literal["all", "bot"] = "all"  # bot: learn only the Bot turns of dialog data
     eval_interval: int = 250  # evaluate and save a checkpoint every this many steps
+    keep_checkpoints: int = 0  # also keep the N newest checkpoints (best and last always stay)
     eval_iters: int = 200  # batches per split in each evaluation
     log_interval: int = 10  # steps between train-loss lines in metrics.jsonl
     patience: int = 0  # stop after this many evaluations without a better val loss; 0: never
@@ -232,6 +233,7 @@ class TrainConfig:
             "grad_clip",
             "patience",
             "epochs",
+            "keep_checkpoints",
         )
         _check_fraction(self, "beta1", "beta2", "label_smoothing")
         if self.min_lr > self.learning_rate:

@@ -96,7 +96,12 @@ LOADING_BYTES_PER_ELEMENT = 4
 TRAINING_BYTES_PER_ELEMENT = 16
 
 
-def check_model_fits(config: ModelConfig, device: torch.device, bytes_per_element: float) -> None:
+def check_model_fits(
+    config: ModelConfig,
+    device: torch.device,
+    bytes_per_element: float,
+    fix: str = "make it smaller",
+) -> None:
     """Refuse a model shape whose tensors alone exceed the memory free now, before building it.
 
     Building it would fail in the allocator (a traceback) or, worse, succeed on Linux's
@@ -114,7 +119,7 @@ def check_model_fits(config: ModelConfig, device: torch.device, bytes_per_elemen
             shape = ", ".join(f"{n}={value}" for n in names if (value := getattr(config, n)))
             raise ConfigError(
                 f"a model of {shape} has {elements:.3g} weights and needs {needed / 2**30:,.1f} "
-                f"GiB, more than the {free / 2**30:,.1f} GiB free on {place.type}; make it smaller"
+                f"GiB, more than the {free / 2**30:,.1f} GiB free on {place.type}; {fix}"
             )
 
 

@@ -87,9 +87,9 @@ def error_of(response: httpx.Response, status: int = 400) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 10**30, 1e30, "7", 1.5])
+@pytest.mark.parametrize("seed", [2**63, 2**64, -1, 10**30, 1e30, "7", 1.5])
 @pytest.mark.parametrize("path", ["completions", "chat/completions"])
-def test_a_seed_outside_64_bits_is_a_400_streamed_or_not(
+def test_a_seed_outside_0_to_2_63_is_a_400_streamed_or_not(
     server: str, path: str, seed: object, stream: bool
 ):
     """Once a 500, or, streamed, a 200 with a server_error inside the stream."""
@@ -99,8 +99,8 @@ def test_a_seed_outside_64_bits_is_a_400_streamed_or_not(
     assert error["param"] == "seed"
 
 
-@pytest.mark.parametrize("seed", [2**64 - 1, -(2**63)])
-def test_the_seeds_at_the_ends_of_64_bits_are_served(server: str, seed: int):
+@pytest.mark.parametrize("seed", [0, 2**63 - 1])
+def test_the_seeds_at_the_ends_of_the_range_are_served(server: str, seed: int):
     body = {"prompt": "Hi", "max_tokens": 3, "seed": seed, "n": 2}
     reply = post(server, "completions", body)
     assert reply.status_code == 200, reply.text

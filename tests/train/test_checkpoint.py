@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tinygpt.config import apply_overrides
 from tinygpt.errors import CheckpointError
 from tinygpt.train import checkpoint as checkpoint_module
 from tinygpt.train.checkpoint import load_checkpoint, load_weights_into, save_checkpoint
@@ -50,6 +51,18 @@ def test_only_the_checkpoints_named_by_last_and_best_are_kept(trainer):
     assert os.readlink(checkpoints / "last") == "step-0000002"
 
 
+def test_keep_checkpoints_also_keeps_the_newest(tiny_run_config, tmp_path):
+    trainer = start_run(apply_overrides(tiny_run_config, {"keep_checkpoints": "2"}), tmp_path / "r")
+    checkpoints = trainer.run_dir / "checkpoints"
+    trainer.save(is_best=True)  # step 0 is best
+    for _ in range(4):
+        trainer.train_step()
+        trainer.save()
+    names = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))
+    assert names == ["step-0000000", "step-0000003", "step-0000004"]
+    assert os.readlink(checkpoints / "best") == "step-0000000"
+
+
 def test_a_crash_in_the_middle_of_a_write_leaves_the_previous_checkpoint_loadable(
     trainer, monkeypatch
 ):
@@ -60,11 +73,12 @@ def test_a_crash_in_the_middle_of_a_write_leaves_the_previous_checkpoint_loadabl
         raise OSError("simulated power cut")
 
     monkeypatch.setattr(checkpoint_module, "fsync_directory", crash)
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(CheckpointError, match=r"step-0000001.*power cut.*step-0000000, is intact"):
         trainer.save()
     monkeypatch.undo()
     assert load_checkpoint(trainer.run_dir, "last").step == 0
-    trainer.save()  # the leftover temporary directory does not get in the way
+    assert not list((trainer.run_dir / "checkpoints").glob(".tmp-*"))  # its space is freed
+    trainer.save()
     assert load_checkpoint(trainer.run_dir, "last").step == 1
 
 

@@ -123,6 +123,7 @@ def test_the_checkpoint_holds_the_plain_model_and_optimizer(reference, ddp_run):
 
 def test_only_rank_zero_writes_files_metrics_and_logs(ddp_run):
     assert ddp_run["listing"] == [
+        ".lock",  # rank 0's lock on the run (the other ranks take none)
         "checkpoints",
         "checkpoints/best",
         "checkpoints/last",

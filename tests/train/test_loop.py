@@ -1,11 +1,16 @@
 import dataclasses
 import json
+import os
+import shutil
+import signal
 
 import pytest
 import torch
 
 from tinygpt.config import apply_overrides
-from tinygpt.errors import CheckpointError
+from tinygpt.errors import CheckpointError, ConfigError
+from tinygpt.model.dropout import Dropout
+from tinygpt.train.checkpoint import load_checkpoint
 from tinygpt.train.loop import read_metrics, resume_run, start_run
 
 
@@ -83,6 +88,82 @@ def test_resume_refuses_changed_source_text(tiny_run_config, tmp_path):
     source.write_text("whether tis nobler in the mind to suffer. " * 200)
     with pytest.raises(CheckpointError, match="changed"):
         resume_run(tmp_path / "run")
+
+
+def test_resume_refuses_the_same_text_split_another_way(tiny_run_config, tmp_path):
+    """As when a newer tinygpt cuts the text otherwise: the run would train on what it
+    validated on. run.json records the split the run was trained on."""
+    start_run(tiny_run_config, tmp_path / "run").fit(stop_at=2)
+    run_json = tmp_path / "run" / "run.json"
+    info = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**info, "train_tokens": info["train_tokens"] - 100}))
+    with pytest.raises(CheckpointError, match="now splits into"):
+        resume_run(tmp_path / "run")
+
+
+def test_resume_names_the_data_setting_that_changed(tiny_run_config, tmp_path):
+    start_run(tiny_run_config, tmp_path / "run").fit(stop_at=2)
+    with pytest.raises(CheckpointError, match=r"data settings \(val_fraction 0.1 -> 0.2\)"):
+        resume_run(tmp_path / "run", {"val_fraction": "0.2"})
+
+
+def test_resume_accepts_the_same_text_by_another_path(tiny_run_config, tmp_path, monkeypatch):
+    start_run(tiny_run_config, tmp_path / "run").fit(stop_at=2)
+    (tmp_path / "moved").mkdir()
+    shutil.copy(tiny_run_config.data.source, tmp_path / "moved" / "text.txt")
+    monkeypatch.chdir(tmp_path)
+    resumed = resume_run(tmp_path / "run", {"source": "moved/text.txt"})  # relative, same sha256
+    assert resumed.progress.step == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["source"] == (
+        "moved/text.txt"
+    )
+
+
+def test_resume_may_change_dropout_which_is_not_a_shape(tiny_run_config, tmp_path):
+    start_run(tiny_run_config, tmp_path / "run").fit(stop_at=2)
+    resumed = resume_run(tmp_path / "run", {"dropout": "0.0"})
+    assert resumed.progress.step == 2
+    assert {m.p for m in resumed.model.modules() if isinstance(m, Dropout)} == {0.0}
+
+
+def test_resume_below_the_current_step_is_refused(tiny_run_config, tmp_path):
+    start_run(tiny_run_config, tmp_path / "run").fit(stop_at=6)
+    with pytest.raises(ConfigError, match="max_iters=4 is below step 6"):
+        resume_run(tmp_path / "run", {"max_iters": "4"})
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["max_iters"] == 12
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tiny_run_config, tmp_path):
+    start_run(tiny_run_config, tmp_path / "run")  # the directory exists; no checkpoint was saved
+    resumed = resume_run(tmp_path / "run")
+    assert resumed.progress.step == 0
+    assert resumed.fit(stop_at=4).step == 4
+    assert load_checkpoint(tmp_path / "run").step == 4
+
+
+def test_ctrl_c_during_the_first_evaluation_still_saves_step_0(
+    tiny_run_config, tmp_path, monkeypatch
+):
+    trainer = start_run(tiny_run_config, tmp_path / "run")
+    evaluate = trainer.evaluate
+
+    def interrupted_evaluation() -> dict[str, float]:
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate()
+
+    monkeypatch.setattr(trainer, "evaluate", interrupted_evaluation)
+    result = trainer.fit()
+    assert (result.stop_reason, result.step) == ("interrupted", 0)
+    assert load_checkpoint(tmp_path / "run").step == 0
+
+
+def test_a_torn_last_metrics_line_does_not_stop_a_resume(tiny_run_config, tmp_path):
+    start_run(tiny_run_config, tmp_path / "run").fit(stop_at=6)
+    with open(tmp_path / "run" / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+        metrics.write('{"kind": "train", "st')  # a kill -9 in the middle of an append
+    assert resume_run(tmp_path / "run").fit().step == 12
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines if '"eval"' in line] == [0, 4, 8, 12]
 
 
 def test_a_new_run_never_overwrites_an_existing_one(tiny_run_config, tmp_path):

@@ -13,10 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tinygpt.data.prepare import TOKEN_DTYPES
 from tinygpt.errors import DataError
 from tinygpt.model.loss import IGNORE_INDEX
-
-TOKEN_DTYPES = ("uint16", "uint32")
 
 
 def open_tokens(path: Path, dtype: str) -> np.memmap:

@@ -49,6 +49,13 @@ from tinygpt.atomic_files import fsync_directory, write_bytes_atomic, write_sync
 from tinygpt.config import DataConfig, RunConfig, field_types, parse_value
 from tinygpt.data.chat_format import Conversation, encode_conversation, render_text
 from tinygpt.data.sources import Corpus, WholeFile, default_cache_dir, open_corpus
+from tinygpt.directories import (
+    DirectoryLock,
+    check_output_dir,
+    read_regular_file,
+    remove_stale_temporaries,
+    sibling_lock_file,
+)
 from tinygpt.errors import ConfigError, DataError, TinyGPTError
 from tinygpt.presets import PRESETS
 from tinygpt.tokenizers.base import Tokenizer, build_tokenizer, load_tokenizer
@@ -68,6 +75,12 @@ GOLDEN_RATIO_FRACTION = 0.6180339887498949  # spreads document indices evenly ov
 # sent whole to one side, it alone would move the validation share by over half its target
 POSITION_SPLIT_SHARE = 0.5
 FAR_FROM_VAL_FRACTION = 2.0  # warn when the validation share is over 2x or under 1/2x the asked
+TOKEN_DTYPES = ("uint16", "uint32")  # little-endian on disk
+MAX_META_BYTES = 16 << 20  # a meta.json is a few hundred bytes; a link to /dev/zero is endless
+# what a prepared directory holds: `prepare --out` may replace a folder of these, nothing else
+PREPARED_FILES = (
+    "train.bin", "val.bin", "train.mask.bin", "val.mask.bin", "tokenizer.json", "meta.json"
+)  # fmt: skip
 
 Document = str | Conversation
 
@@ -109,18 +122,73 @@ def prepare_dataset(
     already = _prepared_source(config, tokenizer)
     if already is not None:
         return already
+    if out_dir is not None:
+        check_output_dir(out_dir, PREPARED_FILES)  # before anything is read or written
+        if out_dir.name in ("", ".", ".."):  # `--out .`: its work folder is named after it
+            out_dir = out_dir.resolve()
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     corpus = open_corpus(config, cache_dir)
     key = dataset_key(corpus.fingerprint, config, tokenizer)
     directory = out_dir or cache_dir / "prepared" / key
+    existing = _existing(directory, cache_dir, corpus, config, tokenizer, out_dir)
+    if existing is not None:
+        logger.info("reusing prepared data in %s", existing.directory)
+        return existing
+    with _lock_for_writing(directory, is_cache=out_dir is None) as lock:
+        # another process may have prepared it while this one waited for the lock
+        existing = _existing(directory, cache_dir, corpus, config, tokenizer, out_dir)
+        if existing is not None:
+            logger.info("reusing prepared data in %s", existing.directory)
+            return existing
+        if out_dir is not None:
+            check_output_dir(out_dir, PREPARED_FILES)
+        # temporaries of a killed or failed run: no other writer is alive now
+        remove_stale_temporaries(directory.parent, [f".{directory.name}.tmp-*"])
+        prepared = _prepare(directory, key, config, corpus, tokenizer)
+        if out_dir is not None:
+            # nothing is left beside the user's folder. Safe to delete while held: a second
+            # writer of an --out folder never waits on this file, so it was refused, or will
+            # find the data complete
+            lock.path.unlink(missing_ok=True)
+        return prepared
+
+
+def _existing(
+    directory: Path,
+    cache_dir: Path,
+    corpus: Corpus,
+    config: DataConfig,
+    tokenizer: Tokenizer | None,
+    out_dir: Path | None,
+) -> PreparedData | None:
+    """Complete data already in `directory`, or (for a given tokenizer) in the cache entry
+    prepared without it, if its trained vocabulary is the same."""
     existing = _load_if_complete(directory)
     if existing is None and tokenizer is not None and out_dir is None:
         existing = _built_with(
             cache_dir / "prepared" / dataset_key(corpus.fingerprint, config), tokenizer
         )
-    if existing is not None:
-        logger.info("reusing prepared data in %s", existing.directory)
-        return existing
+    return existing
+
+
+def _lock_for_writing(directory: Path, is_cache: bool) -> DirectoryLock:
+    """The lock of one prepared directory. A cache entry is the same data whoever asks, so a
+    second process waits and then reuses it; an `--out` folder is the user's, and a second
+    writer is refused."""
+    lock = DirectoryLock(sibling_lock_file(directory))
+    if is_cache:
+        lock.acquire(waiting_for=f"another process preparing the same data into {directory}")
+    elif not lock.try_acquire():
+        raise DataError(
+            f"{directory} is being prepared by another tinygpt process "
+            f"({lock.describe_holder()}); wait for it to finish, or choose another --out"
+        )
+    return lock
+
+
+def _prepare(
+    directory: Path, key: str, config: DataConfig, corpus: Corpus, tokenizer: Tokenizer | None
+) -> PreparedData:
     if tokenizer is not None:
         _check_characters(corpus, tokenizer)
     work = directory.with_name(f".{directory.name}.work")
@@ -152,12 +220,11 @@ def _prepared_source(config: DataConfig, tokenizer: Tokenizer | None) -> Prepare
     """`--data DIR` where DIR was written by `tinygpt prepare`: check it suits the config (and
     the given tokenizer: ids of another vocabulary would be other text to a model)."""
     directory = Path(config.source).expanduser()
-    if not (directory / "meta.json").is_file():
+    meta_path = directory / "meta.json"
+    if not (meta_path.exists() or meta_path.is_symlink()):  # a broken link is refused below
         return None
-    prepared = _load_if_complete(directory, READABLE_FORMAT_VERSIONS)
-    if prepared is None:
-        raise DataError(f"{directory} holds incomplete prepared data; run tinygpt prepare again")
-    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    prepared = _check_complete(directory, READABLE_FORMAT_VERSIONS)
+    meta = _read_meta(directory / "meta.json")
     stored = load_tokenizer(prepared.tokenizer_path)
     if (stored.kind, stored.vocab_size) != (meta.get("tokenizer"), prepared.vocab_size):
         raise DataError(
@@ -172,10 +239,11 @@ def _prepared_source(config: DataConfig, tokenizer: Tokenizer | None) -> Prepare
                 f"{tokenizer.kind} tokenizer; give the text itself, to be tokenized with it"
             )
         return prepared
-    if meta["tokenizer"] != config.tokenizer:
+    if meta.get("tokenizer") != config.tokenizer:
         raise DataError(
-            f"{directory} was prepared with the {meta['tokenizer']} tokenizer but the run asks "
-            f"for {config.tokenizer}; pass --tokenizer {meta['tokenizer']} or prepare it again"
+            f"{directory} was prepared with the {meta.get('tokenizer')} tokenizer but the run "
+            f"asks for {config.tokenizer}; pass --tokenizer {meta.get('tokenizer')} or prepare "
+            "it again"
         )
     return prepared
 
@@ -737,29 +805,54 @@ def _decoded_size(tokenizer: Tokenizer, ids: np.ndarray) -> tuple[int, int]:
 
 
 def load_prepared(directory: Path) -> PreparedData:
-    """Read back a directory written by `prepare_dataset`."""
+    """Read back a directory written by `prepare_dataset`; a meta.json of the wrong types or
+    values is one DataError."""
     directory = Path(directory)
     meta_path = directory / "meta.json"
+    if not meta_path.exists():
+        raise DataError(f"{meta_path} does not exist; prepare the data again")
+    meta = _read_meta(meta_path)
     try:
-        meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-        return PreparedData(
+        prepared = PreparedData(
             directory=directory,
             train_path=directory / "train.bin",
             val_path=directory / "val.bin",
             tokenizer_path=directory / "tokenizer.json",
             dtype=str(meta["dtype"]),
-            vocab_size=int(meta["vocab_size"]),
-            train_tokens=int(meta["train_tokens"]),
-            val_tokens=int(meta["val_tokens"]),
+            vocab_size=_count(meta["vocab_size"]),
+            train_tokens=_count(meta["train_tokens"]),
+            val_tokens=_count(meta["val_tokens"]),
             source_sha256=str(meta["source_sha256"]),
             has_loss_mask=bool(meta.get("has_loss_mask", False)),
             val_chars=_int_or_none(meta.get("val_chars")),
             val_bytes=_int_or_none(meta.get("val_bytes")),
         )
-    except FileNotFoundError:
-        raise DataError(f"{meta_path} does not exist; prepare the data again") from None
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, OverflowError) as err:
         raise DataError(f"{meta_path} is unreadable ({err}); prepare the data again") from None
+    if prepared.dtype not in TOKEN_DTYPES or prepared.vocab_size == 0:
+        raise DataError(
+            f"{meta_path} is unreadable (dtype {prepared.dtype!r}, vocab_size "
+            f"{prepared.vocab_size}); prepare the data again"
+        )
+    return prepared
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    data = read_regular_file(path, MAX_META_BYTES, f"{path} is unreadable", DataError)
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as err:
+        raise DataError(f"{path} is unreadable ({err}); prepare the data again") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} is unreadable (not a JSON object); prepare the data again")
+    return meta
+
+
+def _count(value: Any) -> int:
+    """A whole number >= 0 from JSON (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a whole number >= 0")
+    return value
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -772,12 +865,21 @@ def _load_if_complete(
     """The cached data, if its meta.json is of one of `versions` (by default the current one)
     and the token files have the recorded sizes."""
     try:
-        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-        if meta.get("format_version") not in versions:
-            return None
-        prepared = load_prepared(directory)
-    except (OSError, ValueError, DataError, AttributeError):
+        return _check_complete(directory, versions)
+    except DataError:
         return None
+
+
+def _check_complete(directory: Path, versions: tuple[int, ...] = (FORMAT_VERSION,)) -> PreparedData:
+    """The prepared data in `directory`, if its meta.json is of one of `versions` and true (the
+    token files have the sizes it records); otherwise a DataError that says what is wrong."""
+    prepared = load_prepared(directory)
+    version = _read_meta(directory / "meta.json").get("format_version")
+    if version not in versions:
+        raise DataError(
+            f"{directory} was prepared by another tinygpt (format {version}, this one reads "
+            f"{FORMAT_VERSION}); prepare it again"
+        )
     itemsize = np.dtype(prepared.dtype).itemsize
     expected = {
         prepared.train_path: prepared.train_tokens * itemsize,
@@ -786,8 +888,17 @@ def _load_if_complete(
     if prepared.has_loss_mask:
         expected[directory / "train.mask.bin"] = prepared.train_tokens
         expected[directory / "val.mask.bin"] = prepared.val_tokens
-    sizes_match = all(_size_or_none(path) == size for path, size in expected.items())
-    return prepared if sizes_match and prepared.tokenizer_path.is_file() else None
+    for path, size in expected.items():
+        found = _size_or_none(path)
+        if found != size:
+            raise DataError(
+                f"{directory} holds incomplete prepared data ({path.name} has "
+                f"{'no file' if found is None else f'{found:,} bytes'}, meta.json says "
+                f"{size:,}); run tinygpt prepare again"
+            )
+    if not prepared.tokenizer_path.is_file():
+        raise DataError(f"{directory} holds incomplete prepared data (no tokenizer.json)")
+    return prepared
 
 
 def _size_or_none(path: Path) -> int | None:

@@ -40,6 +40,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from tinygpt.directories import check_output_dir
 from tinygpt.errors import ConfigError, DataError
 from tinygpt.model.attention import CausalSelfAttention
 from tinygpt.model.gpt import GPT
@@ -61,6 +62,7 @@ PANEL_INCHES_PER_TOKEN = 0.07
 MIN_PANEL_INCHES, MAX_PANEL_INCHES = 3.0, 7.0
 MAX_FIGURE_INCHES = 24.0  # per side: several heads of a long prompt stay a viewable image
 COLOUR_GAMMA = 0.5  # square root: a weight of 0.01 is a tenth of the way up, not a hundredth
+MAP_FILES = ("layer*.png",)  # all `attention --out DIR` writes: DIR may hold only these
 
 
 # B batch, T time, H query heads, K key/value heads, D head dim, A local_dim, W window
@@ -219,6 +221,7 @@ def write_attention_maps(
     calls = record_attention(model, torch.tensor([ids], dtype=torch.long, device=device))
     chosen = set(range(len(calls)) if layers is None else layers)
     labels = token_labels(tokenizer, ids)
+    check_output_dir(out_dir, MAP_FILES)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for call in calls:

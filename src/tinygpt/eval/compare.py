@@ -33,6 +33,7 @@ from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import RunConfig, apply_overrides, config_from_dict, load_toml_overrides
 from tinygpt.data.memmap import open_loss_mask, open_tokens
 from tinygpt.data.prepare import PreparedData, prepare_dataset, with_prepared_settings
+from tinygpt.directories import check_output_dir
 from tinygpt.errors import ConfigError
 from tinygpt.eval.evaluate import split_loss
 from tinygpt.model.gpt import GPT
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 EVALUATIONS_PER_RUN = 10  # points on each validation curve
 FINAL_EVAL_FILE = "final_eval.json"
 TIMED_STEPS = 5  # train steps timed (after one warm-up step) to turn minutes into steps
+# all `compare --out DIR` writes: DIR may hold only these
+OUT_FILES = ("compare.md", "compare.json", "val_curves.png", "step_times.json", "runs")
 TABLE_COLUMNS = [
     "config", "params", "MFLOP/token", "steps", "tokens/s", "val loss", "Δ vs baseline", "ppl",
     "bits/char", "train s",
@@ -489,6 +492,7 @@ def run_comparison(
     """Train (or reuse) every config x seed, then write the reports into `out`."""
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be at least 1")
+    check_output_dir(out, OUT_FILES)
     plans: list[tuple[Variant, PreparedData, RunConfig]] = []
     for variant in load_variants(specs, shared):
         config, prepared = with_prepared_vocab(variant.config)

@@ -33,6 +33,7 @@ from tinygpt.data.chat_format import BOS, EOS, Conversation, history_prompt
 from tinygpt.data.memmap import open_loss_mask, open_tokens
 from tinygpt.data.prepare import PreparedData, _is_validation, prepare_dataset, same_tokenizer
 from tinygpt.data.sources import open_corpus
+from tinygpt.directories import check_output_dir
 from tinygpt.errors import ConfigError, DataError
 from tinygpt.generate.engine import GenerationSettings, stream_text
 from tinygpt.model.gpt import GPT
@@ -415,10 +416,14 @@ def _score_replies(
     report.examples = [dataclasses.asdict(reply) for reply in replies[:EXAMPLE_REPLIES]]
 
 
+REPORT_FILES = ("eval.json", "eval.md")  # all `eval --out DIR` writes: DIR may hold only these
+
+
 def write_report(report: EvalReport, out_dir: Path) -> tuple[Path, Path]:
     """EVAL_DIR/eval.json (every figure and a few replies) and eval.md (the summary table)."""
+    check_output_dir(out_dir, REPORT_FILES)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path = out_dir / "eval.json", out_dir / "eval.md"
+    json_path, markdown_path = (out_dir / name for name in REPORT_FILES)
     document = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
     write_text_atomic(json_path, document)
     write_text_atomic(markdown_path, report.to_markdown())

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from tinygpt.atomic_files import fsync_directory, write_synced
 from tinygpt.config import DataConfig, ModelConfig, RunConfig, config_from_dict
 from tinygpt.data.sources import imported_source
+from tinygpt.directories import check_output_dir
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.export.hf_tokenizer import export_tokenizer, import_tokenizer
 from tinygpt.model.gpt import GPT
@@ -567,8 +568,7 @@ def _canonical_name(name: str) -> str:
 
 
 def _check_empty(directory: Path) -> None:
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ConfigError(f"{directory} exists and is not empty; choose another --out")
+    check_output_dir(directory)
 
 
 def _write_directory(out: Path, files: dict[str, bytes]) -> None:

@@ -31,7 +31,7 @@ from torch import nn
 from tinygpt.atomic_files import fsync_directory
 from tinygpt.config import RunConfig, TrainConfig, all_fields, apply_overrides, config_from_dict
 from tinygpt.data.prepare import PreparedData, load_prepared
-from tinygpt.errors import CheckpointError, ConfigError, DataError
+from tinygpt.errors import ConfigError, DataError
 from tinygpt.finetune.adapter import log_module_names, module_names_for, save_adapter
 from tinygpt.finetune.data import prepare_with_tokenizer
 from tinygpt.finetune.lora import (
@@ -49,6 +49,7 @@ from tinygpt.runtime import seed_everything, setup_runtime
 from tinygpt.train.checkpoint import (
     META_FILE,
     MODEL_FILE,
+    check_new_run_dir,
     create_run_dir,
     load_model_from_run,
     read_run_config_dict,
@@ -163,7 +164,7 @@ def start_finetune(
     if "max_iters" in given and "epochs" not in given:
         own_length["train.epochs"] = 0  # a base run trained for epochs must not outvote it
     config = apply_overrides(base_config, {**own_length, **overrides, "data.source": data_source})
-    _check_new_run_dir(run_dir)
+    check_new_run_dir(run_dir)  # before any work; create_run_dir checks again when writing
     runtime = setup_runtime(config.train)
     model, tokenizer, _ = load_model_from_run(base_run, checkpoint, runtime.device)
     adapted = resolve_targets(model, settings.targets)
@@ -234,12 +235,6 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
             )
         if name in known and known[name][0] == "model":
             raise ConfigError(f"--{name}: LoRA keeps the base run's model shape; drop the flag")
-
-
-def _check_new_run_dir(run_dir: Path) -> None:
-    """Refuse an occupied --out before any work (create_run_dir checks again when writing)."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise CheckpointError(f"{run_dir} exists and is not empty; choose another --out")
 
 
 def _base_identity(base_run: Path, checkpoint: str) -> dict[str, Any]:

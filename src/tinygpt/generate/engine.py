@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from tinygpt.config import check_seed
 from tinygpt.data.chat_format import EOS
 from tinygpt.errors import DataError
 from tinygpt.generate.decode import BatchDecoder, beam_search, first_context, without_padding_ids
@@ -39,9 +40,6 @@ from tinygpt.model.linear import PRECISIONS, decoding_dtype
 from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
 
 FinishReason = Literal["stop", "length"]
-
-# the seeds torch.Generator.manual_seed takes (a negative one counts from 2**64)
-SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 @dataclass(frozen=True)
@@ -88,11 +86,8 @@ class GenerationSettings:
         for name in ("presence_penalty", "frequency_penalty"):
             if not math.isfinite(getattr(self, name)):
                 raise DataError(f"{name}={getattr(self, name)} must be a finite number")
-        if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
-            raise DataError(
-                f"seed={self.seed} is outside 64 bits; give a whole number from {SEED_RANGE[0]} "
-                f"to {SEED_RANGE[1]}"
-            )
+        if self.seed is not None:
+            check_seed(self.seed, f"seed={self.seed}")
         if self.logprobs is not None and self.logprobs < 0:
             raise DataError(f"logprobs={self.logprobs} must not be negative")
         if self.num_beams < 1:
@@ -305,7 +300,7 @@ class Generation:
         if settings.seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed((settings.seed + seed_offset) % 2**64)
+            self.generator.manual_seed(settings.seed + seed_offset)  # below 2**64: SEED_LIMIT
         if settings.max_new_tokens == 0:
             self.finish_reason = "length"
 

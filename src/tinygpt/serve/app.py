@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from tinygpt.config import RunConfig
+from tinygpt.config import SEED_LIMIT, RunConfig
 from tinygpt.errors import ConfigError, TinyGPTError
 from tinygpt.generate.chat import Turn, fit_prompt, prompt_format_for
 from tinygpt.generate.engine import GenerationSettings
@@ -260,7 +260,8 @@ def _seeded(settings: GenerationSettings, choice: int) -> GenerationSettings:
     seed + j, and a list of prompts equals the prompts sent one by one with the same seed."""
     if settings.seed is None or choice == 0:
         return settings
-    return dataclasses.replace(settings, seed=(settings.seed + choice) % 2**64)
+    # past the last seed, the count starts again at 0
+    return dataclasses.replace(settings, seed=(settings.seed + choice) % SEED_LIMIT)
 
 
 def _max_tokens(requested: int | None, default: int, echo: bool) -> int:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from tinygpt.generate.engine import SEED_RANGE
+from tinygpt.config import SEED_LIMIT
 
 MAX_STOPS = 4  # as OpenAI
 MAX_LOGPROBS = 20  # likeliest tokens listed per token (OpenAI: 5 for completions, 20 for chat)
@@ -46,7 +46,7 @@ class SamplingFields(_Request):
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     stop: str | list[str] | None = Field(None)
     # an integer torch.Generator takes: not a float or a string of digits, as OpenAI
-    seed: StrictInt | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    seed: StrictInt | None = Field(None, ge=0, lt=SEED_LIMIT)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored, as an end-user id is only for logging

@@ -36,18 +36,37 @@ from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import RunConfig, TrainConfig, apply_overrides, config_from_dict
 from tinygpt.data.memmap import BatchSampler, fixed_eval_batches, open_loss_mask, open_tokens
 from tinygpt.data.prepare import PreparedData, prepare_dataset, with_prepared_settings
-from tinygpt.errors import CheckpointError, ConfigError
+from tinygpt.directories import DirectoryLock, read_regular_file
+from tinygpt.errors import CheckpointError, ConfigError, DataError
 from tinygpt.model.gpt import GPT
 from tinygpt.model.loss import IGNORE_INDEX
-from tinygpt.runtime import Runtime, measure_matmul_peak, seed_everything, setup_runtime
+from tinygpt.runtime import (
+    TRAINING_BYTES_PER_ELEMENT,
+    Runtime,
+    check_model_fits,
+    measure_matmul_peak,
+    resolve_device,
+    seed_everything,
+    setup_runtime,
+)
 from tinygpt.tokenizers.base import load_tokenizer
 from tinygpt.train import distributed
 from tinygpt.train.checkpoint import (
+    STATE_FILE,
+    Checkpoint,
+    check_config_matches_weights,
+    check_new_run_dir,
     create_run_dir,
+    describe_write_failure,
+    has_checkpoint,
     load_checkpoint,
     load_weights_into,
+    lock_run,
     read_run_config_dict,
     read_run_info,
+    remove_run_leftovers,
+    run_file,
+    run_tokenizer_path,
     save_checkpoint,
 )
 from tinygpt.train.distributed import SINGLE_PROCESS, DistributedContext
@@ -61,6 +80,7 @@ log = logging.getLogger(__name__)
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
 
 EVAL_TOKENS_PER_FORWARD = 8192  # tokens per evaluation forward pass, at least one batch
+MAX_METRICS_BYTES = 1 << 30  # metrics.jsonl: about 200 bytes a line, millions of lines
 
 
 @dataclass
@@ -104,6 +124,8 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir
         self.context = context
+        # held from start_run/resume_run to the end of fit (rank 0 alone under torchrun)
+        self.run_lock: DirectoryLock | None = None
         self.runtime: Runtime = distributed.on_local_device(setup_runtime(config.train), context)
         seed_everything(config.train.seed)
         self.model = model if model is not None else GPT(config.model)
@@ -174,8 +196,25 @@ class Trainer:
                 )
         return state
 
-    def load_train_state(self, state: dict[str, Any]) -> None:
-        self.progress = Progress(**state["progress"])
+    def load_train_state(self, state: dict[str, Any], source: Path | str = STATE_FILE) -> None:
+        """Restore what `train_state` saved. A state of another structure (tampered with, or
+        another program's) is one CheckpointError naming `source`, not a KeyError."""
+        if not state:
+            raise CheckpointError(
+                f"{source} holds no training state (the run was imported, not trained); "
+                "fine-tune it with `tinygpt finetune` instead of resuming it"
+            )
+        try:
+            self._apply_train_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise CheckpointError(
+                f"{source} does not hold a tinygpt training state ({type(err).__name__}: "
+                f"{detail}); restore the run's own file"
+            ) from None
+
+    def _apply_train_state(self, state: dict[str, Any]) -> None:
+        self.progress = _progress_from(state["progress"])
         if self.context.is_distributed and self.context.mode == "fsdp":
             distributed.shard_optimizer_state(self.optimizer, state["optimizer"])
         else:
@@ -220,7 +259,10 @@ class Trainer:
             model = distributed.StateDictView(full)
         if not self.context.is_main:
             return None
-        return save_checkpoint(self.run_dir, self.progress.step, model, train_state, extra, is_best)
+        keep = self.config.train.keep_checkpoints
+        return save_checkpoint(
+            self.run_dir, self.progress.step, model, train_state, extra, is_best, keep
+        )
 
     # -- one optimisation step ----------------------------------------------------------------
 
@@ -322,12 +364,28 @@ class Trainer:
 
     def fit(self, stop_at: int | None = None) -> TrainResult:
         """Train until max_iters, early stopping, Ctrl-C/SIGTERM (checkpoint saved), or
-        `stop_at` steps (used by tests to simulate an interruption)."""
+        `stop_at` steps (used by tests to simulate an interruption). The run stays locked
+        against other processes until it returns."""
+        with self._holding_run_lock():
+            return self._fit(stop_at)
+
+    @contextlib.contextmanager
+    def _holding_run_lock(self) -> Iterator[None]:
+        """start_run/resume_run took the lock; a Trainer built directly (fine-tuning) takes it
+        here. Released when training ends, so that a later resume in this process or another
+        may take it."""
+        if self.run_lock is None and self.context.is_main:
+            self.run_lock = lock_run(self.run_dir)
+        try:
+            yield
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
+                self.run_lock = None
+
+    def _fit(self, stop_at: int | None) -> TrainResult:
         cfg = self.config.train
         metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.context.is_main)
-        if self.progress.step == 0:
-            self._evaluate_and_save(metrics)
-        window = _Window(time.perf_counter(), self.progress.step)
         reason = "completed"
         bar = tqdm(
             total=cfg.max_iters,
@@ -339,7 +397,11 @@ class Trainer:
             leave=False,
             bar_format=BAR_FORMAT,
         )
+        # the step-0 evaluation is inside: a Ctrl-C during it still ends with a checkpoint
         with bar, stop_requests() as stop, logging_redirect_tqdm():
+            if self.progress.step == 0:
+                self._evaluate_and_save(metrics)
+            window = _Window(time.perf_counter(), self.progress.step)
             while self.progress.step < cfg.max_iters:
                 if self._stop_requested(stop):
                     reason = "interrupted"
@@ -455,26 +517,42 @@ class MetricsLog:
     def append(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as err:  # a full disk: name the file, and what is safe
+            err.filename = err.filename or str(self.path)
+            raise CheckpointError(describe_write_failure(self.path.parent, err)) from None
 
     def truncate_after(self, step: int) -> None:
         """Forget lines written after the checkpoint a resumed run restarts from."""
         if not self.path.exists():
             return
-        kept = [
-            line
-            for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
+        kept = [json.dumps(record) for record in _records(self.path) if record["step"] <= step]
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
+    return _records(run_dir / "metrics.jsonl")
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl (JSON objects with a whole-number step), without the
+    torn last line a kill mid-append leaves. Refused, like every file of a run, if it is a
+    link out of the run or not a regular file."""
+    if not path.exists() and not path.is_symlink():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    what = f"{path} is unreadable"
+    data = read_regular_file(
+        run_file(path.parent, path.name), MAX_METRICS_BYTES, what, CheckpointError
+    )
+    records = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            record = json.loads(line)
+            if isinstance(record, dict) and type(record.get("step")) is int:
+                records.append(record)
+    return records
 
 
 @contextlib.contextmanager
@@ -510,6 +588,32 @@ def bar_postfix(loss: float, tokens_per_second: float) -> str:
     return f"loss {loss:.3f}, {tokens_per_second / 1000:.1f}k tok/s"
 
 
+def raise_interrupt_on_sigterm() -> None:
+    """From now on SIGTERM raises KeyboardInterrupt, as Ctrl-C does, until training's own
+    handler (`stop_requests`) takes over: a `kill` while the data is prepared or the model is
+    built unwinds (locks released, half-written files removed, exit 130) instead of ending the
+    process mid-write. For the command line, whose process is the run's."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _progress_from(document: Any) -> Progress:
+    """The counters of a train_state.pt, every one a number of the right kind."""
+    if not isinstance(document, dict):
+        raise TypeError(f"progress is a {type(document).__name__}, not a dict")
+    progress = Progress(**document)
+    for field in dataclasses.fields(Progress):
+        value = getattr(progress, field.name)
+        kinds = (int,) if field.type in ("int", int) else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
+            raise ValueError(f"progress.{field.name} is {value!r}")
+    return progress
+
+
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -519,8 +623,12 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def start_run(config: RunConfig, run_dir: Path) -> Trainer:
-    """Prepare the data, fix the vocabulary size, create the run directory, build the trainer.
-    Under torchrun, join the process group first; rank 0 alone creates the run directory."""
+    """Prepare the data, fix the vocabulary size, check every setting against the data, build
+    the trainer, and only then create the run directory: a mistake found on the way leaves
+    nothing behind. Under torchrun, join the process group first; rank 0 alone creates the run
+    directory."""
+    check_new_run_dir(run_dir)
+    check_training_fits(config)
     config = with_prepared_settings(config)  # a prepared directory brings its own tokenizer
     context = distributed.setup_distributed(config.train)
     prepared = distributed.run_leader_first(context, lambda: prepare_dataset(config.data))
@@ -535,52 +643,196 @@ def start_run(config: RunConfig, run_dir: Path) -> Trainer:
         model=dataclasses.replace(config.model, vocab_size=vocab_size),
         train=steps_for_epochs(config, prepared.train_tokens),
     )
+    check_data_fits(config, prepared)
     # written afresh, not copied: data prepared before GPT-2's merges were kept in tokenizer.json
     # names a folder of them, and the run must hold them itself
     tokenizer_json = load_tokenizer(prepared.tokenizer_path).to_json()
-    distributed.run_on_main(
+    trainer = Trainer(config, run_dir, prepared, context)
+    trainer.run_lock = distributed.run_on_main(
         context,
         lambda: create_run_dir(run_dir, config.to_json(), tokenizer_json, _data_info(prepared)),
     )
-    return Trainer(config, run_dir, prepared, context)
+    return trainer
 
 
 def resume_run(run_dir: Path, overrides: dict[str, Any] | None = None) -> Trainer:
-    """Rebuild the trainer of `run_dir` at its last checkpoint. Training fields may change
-    (e.g. a larger max_iters); the model shape and the data may not."""
+    """Rebuild the trainer of `run_dir` at its last checkpoint; a run stopped before its first
+    checkpoint starts again from step 0. Training fields may change (a larger max_iters), and
+    so may dropout and the data's path (to the same text); the model shape and the data may
+    not. Everything is checked before anything in the run changes."""
     info = read_run_info(run_dir)
     saved = config_from_dict(read_run_config_dict(run_dir))
     config = apply_overrides(saved, overrides or {})
-    if config.model != saved.model:
-        raise CheckpointError(
-            f"cannot resume {run_dir} with a different model shape "
-            f"({_describe_changes(saved.model, config.model)}); start a new run with --out"
-        )
-    if config.data != saved.data:
-        raise CheckpointError(f"cannot resume {run_dir} with different data settings")
+    _check_resumable_changes(run_dir, saved, config)
+    # config.json may have been edited to an absurd shape
+    check_training_fits(config, fix=f"is {run_dir / 'config.json'} the run's own?")
     context = distributed.setup_distributed(config.train)
+    lock = distributed.run_on_main(context, lambda: _lock_and_tidy(run_dir))
+    try:
+        trainer = _rebuild_trainer(run_dir, info, saved, config, context)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    trainer.run_lock = lock
+    return trainer
+
+
+def check_training_fits(config: RunConfig, fix: str = "make it smaller") -> None:
+    """Refuse a model too big to train here before data is prepared or a directory made.
+    Under torchrun, FSDP spreads weights, gradients and optimizer state over the ranks."""
+    context = distributed.detect_context(config.train)
+    shards = context.world_size if context.mode == "fsdp" else 1
+    device = resolve_device(config.train.device)
+    check_model_fits(config.model, device, TRAINING_BYTES_PER_ELEMENT / shards, fix)
+
+
+def _lock_and_tidy(run_dir: Path) -> DirectoryLock:
+    """Lock the run, then delete what killed or failed writes left (a `.tmp-step-*` after a
+    full disk holds the very space the resumed run needs)."""
+    lock = lock_run(run_dir)
+    remove_run_leftovers(run_dir)
+    return lock
+
+
+def _rebuild_trainer(
+    run_dir: Path,
+    info: dict[str, Any],
+    saved: RunConfig,
+    config: RunConfig,
+    context: DistributedContext,
+) -> Trainer:
     prepared = distributed.run_leader_first(context, lambda: prepare_dataset(config.data))
     if prepared.source_sha256 != info.get("source_sha256"):
+        moved = config.data.source != saved.data.source
         raise CheckpointError(
-            f"the data source {config.data.source} changed since {run_dir} started "
+            f"{config.data.source} is not the text {run_dir} was trained on "
+            f"({saved.data.source}): its sha256 differs; resume with that text or start a new run"
+            if moved
+            else f"the data source {config.data.source} changed since {run_dir} started "
             "(its sha256 differs); resume with the original text or start a new run"
         )
+    _check_same_split(run_dir, info, prepared)
     if (
-        load_tokenizer(run_dir / "tokenizer.json").to_dict()
+        load_tokenizer(run_tokenizer_path(run_dir)).to_dict()
         != load_tokenizer(prepared.tokenizer_path).to_dict()
     ):
         raise CheckpointError(f"the tokenizer of {run_dir} differs from the prepared data's")
-    checkpoint = load_checkpoint(run_dir, "last")
+    check_data_fits(config, prepared)
+    checkpoint = load_checkpoint(run_dir, "last") if has_checkpoint(run_dir) else None
+    if checkpoint is not None:
+        check_config_matches_weights(config.model, checkpoint.model_state, run_dir)
+        _check_max_iters(run_dir, config, checkpoint.step)
     distributed.barrier()  # every rank has read config.json and the checkpoint: rank 0 may write
-    if config != saved and context.is_main:
-        write_text_atomic(run_dir / "config.json", config.to_json())
-    trainer = Trainer(config, run_dir, prepared, context, checkpoint.model_state)
-    assert checkpoint.train_state is not None
-    trainer.load_train_state(checkpoint.train_state)
+    model_state = checkpoint.model_state if checkpoint is not None else None
+    trainer = Trainer(config, run_dir, prepared, context, model_state)
+    if checkpoint is not None:
+        _restore(trainer, checkpoint)
+    else:
+        log.info("%s has no checkpoint yet; starting it again from step 0", run_dir)
     if context.is_main:
-        MetricsLog(run_dir / "metrics.jsonl").truncate_after(trainer.progress.step)
+        if config != saved:
+            write_text_atomic(run_dir / "config.json", config.to_json())
+        # without a checkpoint every line is of the attempt that is being redone
+        kept_step = trainer.progress.step if checkpoint is not None else -1
+        MetricsLog(run_dir / "metrics.jsonl").truncate_after(kept_step)
     log.info("resumed %s at step %d", run_dir, trainer.progress.step)
     return trainer
+
+
+def _check_same_split(run_dir: Path, info: dict[str, Any], prepared: PreparedData) -> None:
+    """The same text must also split the same way: a newer tinygpt may cut it otherwise
+    (prepared data of format 3 sent a few big files whole to one side), and a resumed run
+    would then train on what it validated on."""
+    recorded = (info.get("train_tokens"), info.get("val_tokens"))
+    now = (prepared.train_tokens, prepared.val_tokens)
+    if None not in recorded and recorded != now:
+        raise CheckpointError(
+            f"the text of {run_dir} now splits into {now[0]:,} train and {now[1]:,} validation "
+            f"tokens, not the {recorded[0]:,} and {recorded[1]:,} it was trained on; start a new "
+            "run with --out"
+        )
+
+
+def _restore(trainer: Trainer, checkpoint: Checkpoint) -> None:
+    assert checkpoint.train_state is not None
+    source = checkpoint.directory / STATE_FILE
+    trainer.load_train_state(checkpoint.train_state, source)
+    if trainer.progress.step != checkpoint.step:
+        raise CheckpointError(
+            f"{source} is at step {trainer.progress.step} but its meta.json says "
+            f"{checkpoint.step}; the checkpoint was tampered with: restore it"
+        )
+
+
+# data fields a resume may change: where the text is (its content is checked), and how many
+# processes tokenize it
+RESUMABLE_DATA_FIELDS = ("source", "workers")
+# model fields that are not its shape: the weights load whatever they are (nanoGPT lets a
+# resume change dropout too)
+RESUMABLE_MODEL_FIELDS = ("dropout",)
+
+
+def _check_resumable_changes(run_dir: Path, saved: RunConfig, config: RunConfig) -> None:
+    """Refuse a change of the model shape or of the data, naming each changed field."""
+    kept_model = _with_fields_of(saved.model, config.model, RESUMABLE_MODEL_FIELDS)
+    if config.model != kept_model:
+        raise CheckpointError(
+            f"cannot resume {run_dir} with a different model shape "
+            f"({_describe_changes(kept_model, config.model)}); start a new run with --out"
+        )
+    kept_data = _with_fields_of(saved.data, config.data, RESUMABLE_DATA_FIELDS)
+    if config.data != kept_data:
+        raise CheckpointError(
+            f"cannot resume {run_dir} with different data settings "
+            f"({_describe_changes(kept_data, config.data)}); drop those flags, or start a new "
+            "run with --out"
+        )
+
+
+def _with_fields_of(saved: Any, given: Any, names: tuple[str, ...]) -> Any:
+    """`saved` with the fields `names` taken from `given`."""
+    return dataclasses.replace(saved, **{name: getattr(given, name) for name in names})
+
+
+def _check_max_iters(run_dir: Path, config: RunConfig, step: int) -> None:
+    """Resuming below the current step would silently do nothing."""
+    if config.train.max_iters < step:
+        raise ConfigError(
+            f"max_iters={config.train.max_iters} is below step {step}, where {run_dir} stopped; "
+            f"give a --max_iters above {step} to train further"
+        )
+
+
+def check_data_fits(config: RunConfig, prepared: PreparedData) -> None:
+    """Every check the data can fail, made right after it is prepared: before the model is
+    built or the run directory created (a block_size longer than the validation split once
+    failed only at the first evaluation, after minutes of work). The token files are read
+    once for their largest id: a meta.json that lies, or ids past the vocabulary, are one line
+    here instead of an IndexError mid-training."""
+    block = config.model.block_size
+    for split, count in (("train", prepared.train_tokens), ("val", prepared.val_tokens)):
+        if count <= block:
+            raise DataError(
+                f"the {split} split of {config.data.source} has {count:,} tokens but "
+                f"block_size is {block:,} (a sequence needs block_size + 1 tokens); use "
+                f"--block_size {count - 1} or less, or more text"
+            )
+    tokenizer_size = load_tokenizer(prepared.tokenizer_path).vocab_size
+    if tokenizer_size != prepared.vocab_size:
+        raise DataError(
+            f"{prepared.directory / 'meta.json'} says vocab_size {prepared.vocab_size} but its "
+            f"tokenizer.json has {tokenizer_size} tokens; prepare the data again"
+        )
+    vocab_size = config.model.vocab_size
+    for path in (prepared.train_path, prepared.val_path):
+        highest = int(open_tokens(path, prepared.dtype).max())
+        if highest >= vocab_size:
+            raise DataError(
+                f"{path} holds token id {highest:,} but the vocabulary has {vocab_size:,} ids "
+                f"(0 to {vocab_size - 1:,}); the token file does not match its tokenizer: "
+                "prepare the data again"
+            )
 
 
 def steps_for_epochs(config: RunConfig, train_tokens: int) -> TrainConfig:
