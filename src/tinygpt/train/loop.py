@@ -100,7 +100,9 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir
         self.context = context
-        self.runtime: Runtime = distributed.on_local_device(setup_runtime(config.train), context)
+        self.runtime: Runtime = distributed.on_local_device(
+            setup_runtime(config.train, config.model), context
+        )
         seed_everything(config.train.seed)
         self.model = model if model is not None else GPT(config.model)
         if model_state is not None:  # before FSDP turns the parameters into shards
