@@ -183,7 +183,7 @@ def test_the_peak_measures_every_size_on_a_fast_device(fake_matmul_seconds):
     assert calls["spun"] == [256]
 
 
-def test_the_peak_measures_real_matmuls(one_torch_thread):
+def test_the_peak_measures_real_matmuls():
     flops = runtime.matmul_flops_by_size(
         "cpu", torch.float32, repeats=1, spin_seconds=0.0, max_matmul_seconds=0.0
     )

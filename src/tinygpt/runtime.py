@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# How much slower bf16 matmuls run on a CPU without bf16 instructions, where torch computes
-# them without vector units: measured on an AVX2-only AMD EPYC, 2 threads.
+# How much slower bf16 matmuls run on a CPU without bf16 instructions, where torch has no fast
+# (oneDNN) bf16 matmul and falls back to a generic loop: measured on an AVX2-only AMD EPYC,
+# 2 threads.
 EMULATED_BF16_SLOWDOWN = "about 100x slower than float32 (1.3 against 130 GFLOP/s on AVX2)"
 
 # Where `auto` picks bf16 on a CPU that has it. On an AVX-512-bf16 CPU (README, "Training
