@@ -126,11 +126,19 @@ def read_cpu_features(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> CpuFeatures
     except OSError:
         flags = frozenset()
     if not flags:
-        return CpuFeatures(capability, None, None, torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return CpuFeatures(capability, None, None, _onednn_reports_bf16())
     avx512_bf16, amx_bf16 = "avx512_bf16" in flags, "amx_bf16" in flags
     return CpuFeatures(
         capability, avx512_bf16, amx_bf16, avx512_bf16 or amx_bf16 or "bf16" in flags
     )
+
+
+def _onednn_reports_bf16() -> bool:
+    """torch's own check, where this torch build has oneDNN (no bf16 without it)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @functools.cache
