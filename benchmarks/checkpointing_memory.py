@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from bench_common import cpu_model, split_choices
+from bench_common import cpu_line, machine_line, split_choices
 from torch import Tensor
 
 from tinygpt.config import ModelConfig
@@ -163,7 +163,7 @@ def report(cases: list[Case], block_size: int, batch: int) -> str:
             f"{slower} | {c.contended}/{len(c.step_s)} |"
         )
     lines.append(
-        f"\nfloat32, dropout 0.1, {torch.get_num_threads()} threads, {cpu_model()}; medians of "
+        f"\nfloat32, dropout 0.1, {torch.get_num_threads()} threads, {cpu_line()}; medians of "
         "interleaved rounds; peak RSS in a fresh process per case."
     )
     return "\n".join(lines)
@@ -185,6 +185,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     names = split_choices(parser, "--variants", args.variants, list(VARIANTS))
+    print(machine_line(), flush=True)
     cases = [Case(name, use) for name in names for use in (False, True)]
     for case in cases:
         measured = measure_in_child(

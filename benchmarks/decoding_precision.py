@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_common import cpu_model, quiet_logging
+from bench_common import cpu_line, machine_line, quiet_logging
 
 from tinygpt.generate.decode import BatchDecoder
 from tinygpt.train.checkpoint import load_model_from_run
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1000)
     args = parser.parse_args()
     quiet_logging()
+    print(machine_line())
     model, tokenizer, _ = load_model_from_run(args.run_dir, "best", "cpu")
     with args.text.open(encoding="utf-8") as handle:
         text = handle.read(args.tokens * 16)  # more characters than tokens, for any tokenizer
@@ -56,7 +57,7 @@ def main() -> None:
         f"mean KL {kl_sum / steps:.2e} nats | same top-1 {100 * agree / steps:.1f}% | "
         f"loss float32 {loss_exact / steps:.5f}, float16 {loss_half / steps:.5f} nats/token"
     )
-    print(f"{torch.get_num_threads()} threads, {cpu_model()}")
+    print(f"{torch.get_num_threads()} threads, {cpu_line()}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from bench_common import DECODING_MODELS, cpu_model, decoding_model, split_choices
+from bench_common import DECODING_MODELS, cpu_line, decoding_model, machine_line, split_choices
 
 from tinygpt.generate.decode import BatchDecoder, sample_tokens
 from tinygpt.model.gpt import GPT
@@ -145,6 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     names = split_choices(parser, "--models", args.models, list(DECODING_MODELS))
     precisions = split_choices(parser, "--precisions", args.precisions, list(DECODING_DTYPES))
+    print(machine_line())
     keep_freed_memory_in_process()
     cases = []
     for name in names:
@@ -166,7 +167,7 @@ def main() -> None:
         + ", ".join(f"{name} {str(dtype).removeprefix('torch.')}" for name, dtype in picks.items())
     )
     print(
-        f"\nfloat32 models, {torch.get_num_threads()} threads, {cpu_model()}; "
+        f"\nfloat32 models, {torch.get_num_threads()} threads, {cpu_line()}; "
         f"{args.new_tokens} new tokens per prompt; random weights."
     )
     if args.json:

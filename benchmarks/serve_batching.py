@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from bench_common import DECODING_MODELS, cpu_model, decoding_model, split_choices
+from bench_common import DECODING_MODELS, cpu_line, decoding_model, machine_line, split_choices
 
 from tinygpt.generate.engine import GenerationSettings
 from tinygpt.model.gpt import GPT
@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--stagger-ms", type=float, default=0.0, help="between arrivals")
     args = parser.parse_args()
     names = split_choices(parser, "--models", args.models, list(DECODING_MODELS))
+    print(machine_line())
     tokenizer = CharTokenizer.train(string.ascii_letters + " .\n")  # fits every vocab here
     outcomes = []
     for name in names:
@@ -123,7 +124,7 @@ def main() -> None:
     print(
         f"\n{args.clients} clients, {args.prompt_tokens}-token prompts, {args.new_tokens} new "
         f"tokens each, arrivals {args.stagger_ms:g} ms apart; {torch.get_num_threads()} threads, "
-        f"{cpu_model()}."
+        f"{cpu_line()}."
     )
 
 

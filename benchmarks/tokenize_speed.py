@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_common import cpu_model, quiet_logging, split_choices
+from bench_common import cpu_line, cpu_model, quiet_logging, split_choices
 
 from tinygpt.config import DataConfig
 from tinygpt.data.prepare import SHARD_TEXT_BYTES, prepare_dataset
@@ -391,10 +391,7 @@ def machine_line() -> str:
         f"{package} {importlib.metadata.version(package)}"
         for package in ("tokenizers", "tiktoken", "sentencepiece", "numpy")
     )
-    return (
-        f"machine: {cpu_model()} ({os.cpu_count()} CPUs), python {platform.python_version()}, "
-        f"{versions}"
-    )
+    return f"machine: {cpu_line()}, python {platform.python_version()}, {versions}"
 
 
 def slice_line(args: argparse.Namespace, data: Slice) -> str:
@@ -609,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         print(flush=True)
         encode, runs = measure(args, slices, tmp)
     print(format_table(args, encode, runs))
+    print(f"\nmeasured on {cpu_line()}")
     print(
         f"\ntrain s: building the tokenizer once in this process (bpe, sentencepiece: trained "
         f"on the first {TRAIN_BYTES // MB} MB, vocab {VOCAB_SIZE}; char: a pass over the "

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,13 +35,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_common import cpu_model, quiet_logging, split_choices
+from bench_common import (
+    cpu_line,
+    cpu_model,
+    emulated_bf16_reason,
+    machine_line,
+    matmul_peak_by_size,
+    quiet_logging,
+    split_choices,
+)
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from tinygpt.config import RunConfig, apply_overrides
 from tinygpt.presets import baby_shakespeare
-from tinygpt.runtime import DTYPES, matmul_flops_by_size, measure_matmul_peak
+from tinygpt.runtime import DTYPES, describe_cpu, measure_matmul_peak
 from tinygpt.train.loop import Trainer, read_metrics, start_run
 
 # nanoGPT's default config/train_shakespeare_char.py: the size its README trains on a GPU.
@@ -116,9 +123,8 @@ class CaseRun:
 # Peak
 
 
-def measure_peak(device_type: str, dtype: torch.dtype, repeats: int = 10) -> dict[str, float]:
-    """tinygpt's own measurement, with more repeats and a longer spin-up than training uses."""
-    by_size = matmul_flops_by_size(device_type, dtype, repeats=repeats, spin_seconds=1.0)
+def measure_peak(device_type: str, dtype: torch.dtype) -> dict[str, float]:
+    by_size = matmul_peak_by_size(device_type, dtype)
     return {str(size): flops for size, flops in by_size.items()}
 
 
@@ -279,14 +285,6 @@ def best_window_start(values: list[float], window: int) -> int:
     return best_start
 
 
-def machine_line(threads: int) -> str:
-    return (
-        f"machine: {cpu_model()} ({os.cpu_count()} CPUs, "
-        f"{torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
-        f"python {platform.python_version()}, {threads} threads"
-    )
-
-
 def format_peaks(label: str, peaks: dict[str, dict[str, float]]) -> str:
     parts = [
         f"{dtype} {max(by_size.values()) / 1e9:.0f} GFLOP/s ("
@@ -382,7 +380,11 @@ def format_full_run(run: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
-    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated")
+    parser.add_argument(
+        "--dtypes",
+        help="comma-separated (default: float32,bfloat16; float32 alone on a CPU without bf16 "
+        "instructions, where a bf16 step of the 6L model takes many minutes)",
+    )
     parser.add_argument("--modes", default="eager,compiled", help="eager, compiled or both")
     parser.add_argument("--iters", type=int, help="timed steps per case (default: per config)")
     parser.add_argument(
@@ -400,9 +402,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args(argv)
     args.configs = split_choices(parser, "--configs", args.configs, list(CONFIGS))
-    args.dtypes = split_choices(parser, "--dtypes", args.dtypes, list(DTYPES))
+    if args.dtypes is not None:
+        args.dtypes = split_choices(parser, "--dtypes", args.dtypes, list(DTYPES))
     args.modes = split_choices(parser, "--modes", args.modes, ["eager", "compiled"])
     return args
+
+
+def default_dtypes(device_type: str) -> list[str]:
+    """bf16 where the device computes it natively; on a CPU without bf16 instructions its cases
+    are skipped (a 6L step would take over ten minutes), and the output says so."""
+    reason = emulated_bf16_reason() if device_type == "cpu" else None
+    if reason is None:
+        return ["float32", "bfloat16"]
+    print(f"bfloat16 cases skipped: {reason}; --dtypes float32,bfloat16 runs them anyway")
+    return ["float32"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device_type = torch.device(args.device).type
     print(machine_line(args.threads))
+    if args.dtypes is None:
+        args.dtypes = default_dtypes(device_type)
     peaks_before = {d: measure_peak(device_type, DTYPES[d]) for d in args.dtypes}
     print(format_peaks("before", peaks_before), flush=True)
     runs = [run_requested_case(args, case) for case in requested_cases(args)]
@@ -463,6 +478,7 @@ def best_peaks(
 
 def print_report(args: argparse.Namespace, rows: list[tuple[CaseRun, dict[str, Any]]]) -> None:
     print(format_table(rows))
+    print(f"\nmeasured on {cpu_line()}, {args.threads} threads")
     thresholds = ", ".join(f"{c} {min_cpu_ratio(args, c):.2f}" for c in args.configs)
     print(
         f"\ncontended: a step whose process CPU/wall ratio is below {thresholds} "
@@ -486,6 +502,7 @@ def write_json(
     document = {
         "machine": machine_line(args.threads),
         "cpu_model": cpu_model(),
+        "cpu": describe_cpu(),
         "torch": torch.__version__,
         "threads": args.threads,
         "peak_flops_before": peaks_before,

@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from bench_common import cpu_model, split_choices
+from bench_common import (
+    cpu_line,
+    emulated_bf16_reason,
+    machine_line,
+    matmul_peak_by_size,
+    split_choices,
+)
 
 from tinygpt.config import ModelConfig
 from tinygpt.model.gpt import GPT, Block
@@ -43,7 +49,7 @@ from tinygpt.presets import (
     hybrid_tinystories,
     modern_tinystories,
 )
-from tinygpt.runtime import DTYPES, keep_freed_memory_in_process, matmul_flops_by_size
+from tinygpt.runtime import DTYPES, keep_freed_memory_in_process
 from tinygpt.train.memory import saved_for_backward
 
 CHAR_VOCAB = 74  # the character vocabulary of the TinyStories slice in shared/data
@@ -180,7 +186,7 @@ def report(results: list[Measured], peak: float, dtype: str) -> str:
             f"{r.contended}/{len(r.model_s)} |"
         )
     lines.append(
-        f"\n{dtype}, {torch.get_num_threads()} threads, {cpu_model()}; matmul peak "
+        f"\n{dtype}, {torch.get_num_threads()} threads, {cpu_line()}; matmul peak "
         f"{peak / 1e9:.0f} GFLOP/s measured in this run; medians of interleaved rounds."
     )
     return "\n".join(lines)
@@ -204,10 +210,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
     names = split_choices(parser, "--variants", args.variants, list(VARIANTS))
+    print(machine_line())
+    if args.dtype == "bfloat16" and (reason := emulated_bf16_reason()):
+        print(f"bfloat16 here measures emulation: {reason}; expect hours, not minutes")
     keep_freed_memory_in_process()
-    peak_before = max(matmul_flops_by_size("cpu", DTYPES[args.dtype]).values())
+    peak_before = max(matmul_peak_by_size("cpu", DTYPES[args.dtype]).values())
     results = run(names, args.batch, args.rounds, args.warmup, args.dtype)
-    peak = max(peak_before, *matmul_flops_by_size("cpu", DTYPES[args.dtype]).values())
+    peak = max(peak_before, *matmul_peak_by_size("cpu", DTYPES[args.dtype]).values())
     print(report(results, peak, args.dtype))
     if args.json:
         raw = [{**dataclasses.asdict(r), "config": dataclasses.asdict(r.config)} for r in results]

@@ -3,6 +3,7 @@ import importlib.metadata
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,27 +18,21 @@ from tinygpt.cli import build_parser, main, other_spelling, parse_args, resolve_
 from tinygpt.errors import ConfigError
 
 
-@pytest.fixture
-def trained_run(tmp_path_factory, small_text_file, capsys) -> Path:
+@pytest.fixture(scope="module")
+def trained_run_once(tmp_path_factory, small_text_file) -> Path:
+    """A tiny run, trained once for the module; each test gets its own copy (`trained_run`)."""
     run_dir = tmp_path_factory.mktemp("runs") / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(small_text_file),
-                "--out",
-                str(run_dir),
-                *TINY,
-                "--max_iters",
-                "10",
-                "--eval_interval",
-                "5",
-            ]
-        )
-        == 0
-    )
-    capsys.readouterr()
+    argv = ["train", "--data", small_text_file, "--out", run_dir, *TINY,
+            "--max_iters", "10", "--eval_interval", "5"]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    return run_dir
+
+
+@pytest.fixture
+def trained_run(trained_run_once, tmp_path) -> Path:
+    """A copy of the trained run, links kept as links, that the test may damage."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run_once, run_dir, symlinks=True)
     return run_dir
 
 

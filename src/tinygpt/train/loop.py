@@ -126,7 +126,9 @@ class Trainer:
         self.context = context
         # held from start_run/resume_run to the end of fit (rank 0 alone under torchrun)
         self.run_lock: DirectoryLock | None = None
-        self.runtime: Runtime = distributed.on_local_device(setup_runtime(config.train), context)
+        self.runtime: Runtime = distributed.on_local_device(
+            setup_runtime(config.train, config.model), context
+        )
         seed_everything(config.train.seed)
         self.model = model if model is not None else GPT(config.model)
         if model_state is not None:  # before FSDP turns the parameters into shards
