@@ -147,6 +147,20 @@ def test_a_short_finetune_fits_the_base_runs_warmup(base_run, new_text, tmp_path
     assert finetuner.config.train.warmup_iters == 20
 
 
+def test_a_finetune_keeps_the_checkpoints_it_is_told_to(
+    base_run, new_text, tmp_path, finetune_fields
+):
+    fields = {**finetune_fields, "keep_checkpoints": "2"}
+    finetuner = start_finetune(base_run, tmp_path / "kept", str(new_text), SETTINGS, fields)
+    finetuner.save(is_best=True)
+    for _ in range(4):
+        finetuner.train_step()
+        finetuner.save()
+    checkpoints = finetuner.run_dir / "checkpoints"
+    names = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))
+    assert names == ["step-0000000", "step-0000003", "step-0000004"]
+
+
 def test_the_new_run_holds_its_data_tokenized_with_the_base_tokenizer(finetuned, base_run):
     run_dir = finetuned.result.run_dir
     assert (run_dir / "tokenizer.json").read_text() == (base_run / "tokenizer.json").read_text()

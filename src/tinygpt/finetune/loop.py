@@ -115,7 +115,7 @@ class Finetuner(Trainer):
         extra = {**self.checkpoint_extra(), "lora": True}
         path = save_checkpoint(
             self.run_dir, self.progress.step, merged, self._merged_train_state(merged), extra,
-            is_best,
+            is_best, self.config.train.keep_checkpoints,
         )  # fmt: skip
         if is_best:
             info = {**self.base_info, "step": self.progress.step, "val_loss": extra["val_loss"]}
@@ -199,7 +199,8 @@ def start_finetune(
             **base_info,
         },
     }
-    tokenizer_json = (base_run / "tokenizer.json").read_text(encoding="utf-8")
+    # written afresh, as start_run does: an older gpt2 base run names a folder of merges
+    tokenizer_json = tokenizer.to_json()
     create_run_dir(run_dir, config.to_json(), tokenizer_json, run_info)
     if is_staged:
         os.replace(staging, data_dir)
