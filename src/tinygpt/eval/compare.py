@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import statistics
 import tempfile
 import time
@@ -422,12 +421,7 @@ def train_or_reuse(config: RunConfig, run_dir: Path) -> None:
         if is_finished(run_dir, config.train.max_iters):
             log.info("reusing %s (finished)", run_dir)
             return
-        if (run_dir / "checkpoints" / "last").exists():
-            trainer = resume_run(run_dir)
-        else:  # stopped before its first checkpoint: nothing in it is worth keeping
-            log.info("%s has no checkpoint yet; starting it again", run_dir)
-            shutil.rmtree(run_dir)
-            trainer = start_run(config, run_dir)
+        trainer = resume_run(run_dir)  # from step 0 if it stopped before its first checkpoint
     else:
         trainer = start_run(config, run_dir)
     result = trainer.fit()
