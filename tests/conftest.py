@@ -51,6 +51,23 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture
+def offline_gpt2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """GPT-2's BPE files only from where a test puts them: no download, and no file that
+    tiktoken cached earlier. Modules opt in with `pytest.mark.usefixtures("offline_gpt2")`."""
+    import tiktoken.load
+
+    from tinygpt.tokenizers.tiktoken_gpt2 import BPE_DIR_ENV
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))
+    monkeypatch.delenv(BPE_DIR_ENV, raising=False)
+
+    def no_network(url: str) -> bytes:
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+
+
+@pytest.fixture
 def tiny_config():
     """2 layers, n_embd 32: big enough to have every part of the model, fast enough for a test."""
     from tinygpt.config import ModelConfig

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import tiktoken.load
 from cli_helpers import assert_one_line_error, run_cli
 
 from tinygpt.config import DataConfig
@@ -18,21 +17,12 @@ from tinygpt.errors import TinyGPTError
 from tinygpt.export.hf_tokenizer import export_tokenizer, import_tokenizer
 from tinygpt.tokenizers.base import load_tokenizer
 from tinygpt.tokenizers.char import CharTokenizer
-from tinygpt.tokenizers.tiktoken_gpt2 import BPE_DIR_ENV, GPT2Tokenizer
+from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
 
 TEXT = "To be, or not to be, that is the question.\n" * 40
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """GPT-2's files only from where a test puts them: no download, no cached one."""
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))
-    monkeypatch.delenv(BPE_DIR_ENV, raising=False)
-
-    def no_network(url: str) -> bytes:
-        raise OSError("no network in tests")
-
-    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+pytestmark = pytest.mark.usefixtures("offline_gpt2")
 
 
 @pytest.fixture

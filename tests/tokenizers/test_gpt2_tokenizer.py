@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import tiktoken.load
 from cli_helpers import TINY, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,16 +27,7 @@ CHARACTERS = st.sampled_from(list("ab \n\t.é😀")) | st.characters(codec="utf-
 FIXTURE_OK = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Never download in a test, nor find a download cached by tiktoken earlier."""
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))
-    monkeypatch.delenv(BPE_DIR_ENV, raising=False)
-
-    def no_network(url: str) -> bytes:
-        raise OSError("no network in tests")
-
-    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+pytestmark = pytest.mark.usefixtures("offline_gpt2")
 
 
 @pytest.fixture
