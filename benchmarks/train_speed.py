@@ -86,7 +86,9 @@ MIN_CPU_RATIO: dict[str, float] = {"baby-shakespeare": 0.9, "nanogpt-6L": 0.75}
 PROBE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 WINDOW = 100  # iterations in the "best window" figure
 
-# nanoGPT on the same kind of 2-core CPU, to print beside ours (measured for the project).
+# nanoGPT's train.py, measured for the project on the 2-core AVX-512 (bf16) machine of the
+# README: a reference from that kind of CPU only, not from the machine this script runs on
+NANOGPT_MACHINE = "measured on 2 AVX-512 cores with bf16, not on this machine"
 NANOGPT_REFERENCE = {
     "baby-shakespeare": "38-46 ms/iter, 16-20k tok/s; 2000 iters ~95 s, val loss 1.886",
     "nanogpt-6L": "fp32 11.4 s/iter (1,440 tok/s); bf16 (autocast patched in) 7.6 s/iter",
@@ -362,7 +364,7 @@ def format_full_run(run: dict[str, Any]) -> str:
         f"fit {run['fit_s']:.1f} s (train steps {run['train_s']:.1f} s, "
         f"{1000 * run['train_s'] / max(1, run['steps']):.1f} ms/iter), "
         f"final val loss {run['final_val_loss']:.4f}, best {run['best_val_loss']:.4f}",
-        f"  nanoGPT: {NANOGPT_REFERENCE['baby-shakespeare']}",
+        f"  nanoGPT: {NANOGPT_REFERENCE['baby-shakespeare']} ({NANOGPT_MACHINE})",
         "| step | train loss | val loss | train s |",
         "|---|---|---|---|",
     ]
@@ -488,7 +490,7 @@ def print_report(args: argparse.Namespace, rows: list[tuple[CaseRun, dict[str, A
     print(format_details(rows))
     print()
     for name in args.configs:
-        print(f"nanoGPT {name}: {NANOGPT_REFERENCE[name]}")
+        print(f"nanoGPT {name}: {NANOGPT_REFERENCE[name]} ({NANOGPT_MACHINE})")
     sys.stdout.flush()
 
 
