@@ -292,6 +292,9 @@ class Generation:
         self.stop_ids = end_of_text_ids(tokenizer) if settings.stop_at_end_of_text else set()
         self.generated: list[int] = []
         self.token_logprobs: list[TokenLogprob] = []  # one per generated token, if asked
+        # (1, V) times each id was generated, for OpenAI's penalties: kept up to date by `push`
+        # once made, instead of counted again over the whole reply at every step
+        self._generated_counts: Tensor | None = None
         self.text = ""  # released so far
         self.finish_reason: FinishReason | None = None
         self._decoder = StreamDecoder(tokenizer)
@@ -338,10 +341,14 @@ class Generation:
         if settings.repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, seen, settings.repetition_penalty)
         if settings.presence_penalty or settings.frequency_penalty:
-            generated = torch.tensor(self.generated, dtype=torch.long, device=logits.device)
-            counts = torch.bincount(generated, minlength=logits.size(-1)).view(1, -1)  # (1, V)
+            if self._generated_counts is None:
+                generated = torch.tensor(self.generated, dtype=torch.long, device=logits.device)
+                self._generated_counts = torch.bincount(generated, minlength=logits.size(-1))
             logits = apply_presence_and_frequency_penalties(
-                logits, counts, settings.presence_penalty, settings.frequency_penalty
+                logits,
+                self._generated_counts.view(1, -1),
+                settings.presence_penalty,
+                settings.frequency_penalty,
             )
         return without_ids(logits, self.stop_ids) if self._forbids_end else logits
 
@@ -349,6 +356,8 @@ class Generation:
         """Take the drawn token; return the text it releases (often "") and finish at an
         end-of-text id, a stop string, or max_new_tokens."""
         self.generated.append(token)
+        if self._generated_counts is not None:
+            self._generated_counts[token] += 1
         may_stop = len(self.generated) > self.settings.min_new_tokens
         if token in self.stop_ids:
             self.finish_reason = "stop"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import socket
@@ -32,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from tinygpt.config import SEED_LIMIT, RunConfig
+from tinygpt.config import RunConfig
 from tinygpt.errors import ConfigError, TinyGPTError
 from tinygpt.generate.chat import Turn, fit_prompt, prompt_format_for
 from tinygpt.generate.engine import GenerationSettings
@@ -192,7 +191,7 @@ def create_app(
     async def completions(body: CompletionRequest, request: Request) -> Response:
         check_model(body)
         n = body.n or 1
-        check_choices(_prompt_count(body.prompt), n)
+        check_choices(len(_prompt_list(body.prompt)), n)
         prompts = _completion_prompts(body.prompt, tokenizer)
         echo = bool(body.echo)
         max_tokens = _max_tokens(body.max_tokens, DEFAULT_COMPLETION_TOKENS, echo)
@@ -201,7 +200,7 @@ def create_app(
         choices, writers = [], []
         for text, ids in prompts:  # prompt-major, as OpenAI numbers the choices
             for j in range(n):
-                choices.append(Choice(ids, _seeded(settings, j), scored))
+                choices.append(Choice(ids, settings, scored, seed_offset=j))
                 writers.append(
                     CompletionChoice(token_texts, body.logprobs, text if echo else None, ids)
                 )
@@ -240,7 +239,7 @@ def create_app(
         top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
         stops = (*_stops(body), *chat_format.stops)
         settings = settings_for(body, max_tokens, stops, top_logprobs)
-        ticket = worker.submit([Choice(prompt_ids, _seeded(settings, j)) for j in range(n)])
+        ticket = worker.submit([Choice(prompt_ids, settings, seed_offset=j) for j in range(n)])
         writers = [ChatChoice(token_texts, top_logprobs) for _ in range(n)]
         reply = Reply(
             "chatcmpl", "chat.completion", "chat.completion.chunk", model_name, writers,
@@ -253,15 +252,6 @@ def create_app(
 
 def _given(value: Any, default: Any) -> Any:
     return default if value is None else value
-
-
-def _seeded(settings: GenerationSettings, choice: int) -> GenerationSettings:
-    """Choice j of a prompt draws from seed + j: it equals a request for that prompt alone with
-    seed + j, and a list of prompts equals the prompts sent one by one with the same seed."""
-    if settings.seed is None or choice == 0:
-        return settings
-    # past the last seed, the count starts again at 0
-    return dataclasses.replace(settings, seed=(settings.seed + choice) % SEED_LIMIT)
 
 
 def _max_tokens(requested: int | None, default: int, echo: bool) -> int:
@@ -291,20 +281,17 @@ def _chat_max_tokens(body: ChatCompletionRequest) -> int | None:
     return given.pop() if given else None
 
 
-def _prompt_count(prompt: Prompt) -> int:
-    """How many prompts: a list of texts or of token lists holds several."""
-    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
-        return len(prompt)
-    return 1
+def _prompt_list(prompt: Prompt) -> list[Any]:
+    """The prompts a completion request holds: a text, a list of texts, token ids (as OpenAI
+    takes them: what an evaluation harness that tokenizes for itself sends) or a list of those."""
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        return [prompt]
+    return list(prompt)
 
 
 def _completion_prompts(prompt: Prompt, tokenizer: Tokenizer) -> list[tuple[str, list[int]]]:
-    """(text, token ids) of every prompt: a text, a list of texts, token ids (as OpenAI takes
-    them: what an evaluation harness that tokenizes for itself sends) or a list of those."""
-    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
-        prompts: list[Any] = [prompt]
-    else:
-        prompts = list(prompt)
+    """(text, token ids) of every prompt of `_prompt_list`."""
+    prompts = _prompt_list(prompt)
     if not prompts:
         raise APIError(400, "prompt is an empty list; give at least one prompt", "prompt")
     texts_and_ids = []

@@ -53,6 +53,9 @@ class Choice:
     settings: GenerationSettings
     # echo with logprobs: score the prompt's tokens first, with this many likeliest alternatives
     score_prompt: int | None = None
+    # choice j of a prompt draws from seed + j (`Generation`'s seed_offset), so it equals that
+    # prompt sent alone with seed + j
+    seed_offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ class GenerationWorker:
         self._thread: threading.Thread | None = None
         self._running: dict[Generation, Job] = {}
         self._held_back: list[Job] = []  # jobs for another precision than the batch's
+        # the last prompt scored (request, ids, scores): an echoed prompt's n choices share it
+        self._last_scored: tuple[Ticket, Sequence[int], list[TokenLogprob]] | None = None
 
     @property
     def waiting(self) -> int:
@@ -229,7 +234,9 @@ class GenerationWorker:
             self._generate_alone(job)
             return batch
         try:
-            generation = Generation(self.tokenizer, choice.prompt_ids, choice.settings)
+            generation = Generation(
+                self.tokenizer, choice.prompt_ids, choice.settings, choice.seed_offset
+            )
         except Exception as err:  # handed to the request: 400 for TinyGPTError, else 500
             job.emit(err)
             return batch
@@ -249,8 +256,13 @@ class GenerationWorker:
         return batch
 
     def _score_prompt(self, job: Job) -> bool:
-        """Send the prompt's log-probabilities; False if that failed (the request is told)."""
+        """Send the prompt's log-probabilities; False if that failed (the request is told). The
+        n choices of one echoed prompt share the request and its list of ids: scored once."""
         choice = job.choice
+        last = self._last_scored
+        if last is not None and last[0] is job.ticket and last[1] is choice.prompt_ids:
+            job.emit(PromptScores(last[2]))
+            return True
         try:
             scores = prompt_logprobs(
                 self.model, choice.prompt_ids, choice.score_prompt or 0, self.tokenizer.vocab_size
@@ -259,6 +271,7 @@ class GenerationWorker:
             log.debug("scoring the prompt failed", exc_info=True)
             job.emit(err)
             return False
+        self._last_scored = (job.ticket, choice.prompt_ids, scores)
         job.emit(PromptScores(scores))
         return True
 
