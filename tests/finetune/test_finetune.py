@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from tinygpt.data.prepare import prepare_dataset
-from tinygpt.errors import DataError
+from tinygpt.errors import ConfigError, DataError
 from tinygpt.export.hf import export_hf
 from tinygpt.finetune.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS, RECORD, apply_adapter
 from tinygpt.finetune.loop import Finetuner, start_finetune
@@ -145,6 +145,15 @@ def test_a_short_finetune_fits_the_base_runs_warmup(base_run, new_text, tmp_path
     given = {**fields, "warmup_iters": "20"}
     finetuner = start_finetune(base_run, tmp_path / "given", str(new_text), SETTINGS, given)
     assert finetuner.config.train.warmup_iters == 20
+
+
+def test_given_step_counts_that_conflict_are_refused_as_train_refuses_them(
+    base_run, new_text, tmp_path, finetune_fields
+):
+    fields = {**finetune_fields, "max_iters": "50", "warmup_iters": "100"}
+    with pytest.raises(ConfigError, match="warmup_iters=100 is not below max_iters=50"):
+        start_finetune(base_run, tmp_path / "conflict", str(new_text), SETTINGS, fields)
+    assert not (tmp_path / "conflict").exists()
 
 
 def test_a_finetune_keeps_the_checkpoints_it_is_told_to(

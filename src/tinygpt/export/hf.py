@@ -45,6 +45,7 @@ from tinygpt.export.hf_tokenizer import export_tokenizer, import_tokenizer
 from tinygpt.model.gpt import GPT
 from tinygpt.model.norm import RMSNorm
 from tinygpt.train.checkpoint import (
+    check_new_run_dir,
     create_run_dir,
     load_model_from_run,
     load_weights_into,
@@ -472,7 +473,7 @@ def export_hf(run_dir: Path, out: Path, checkpoint: str = "best") -> ExportResul
         architecture = hf_architecture(saved.model)
     except ConfigError as err:
         raise ConfigError(f"{run_dir}: {err}") from None
-    _check_empty(out)
+    check_output_dir(out)
     model, tokenizer, config = load_model_from_run(run_dir, checkpoint)
     tokenizer_files = export_tokenizer(tokenizer, config.model.block_size)
     tensors = to_hf_tensors(model, architecture)
@@ -504,7 +505,7 @@ def import_hf(hf_dir: Path, run_dir: Path) -> ImportResult:
     tokenizer) into a tinygpt run whose `best` and `last` checkpoint is step 0."""
     if not hf_dir.is_dir():
         raise CheckpointError(f"{hf_dir} is not a directory; give a Hugging Face model directory")
-    _check_empty(run_dir)
+    check_new_run_dir(run_dir)
     document = _read_config(hf_dir)
     hf_model_type(document, hf_dir)  # refuse a foreign model before reading its weights
     tensors = _read_tensors(hf_dir)
@@ -567,14 +568,10 @@ def _canonical_name(name: str) -> str:
     return name
 
 
-def _check_empty(directory: Path) -> None:
-    check_output_dir(directory)
-
-
 def _write_directory(out: Path, files: dict[str, bytes]) -> None:
     """Write every file into a temporary sibling, then rename it to `out`: a kill leaves no
     half-exported model."""
-    _check_empty(out)
+    check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)

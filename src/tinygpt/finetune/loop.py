@@ -29,9 +29,18 @@ from typing import Any
 from torch import nn
 
 from tinygpt.atomic_files import fsync_directory
-from tinygpt.config import RunConfig, TrainConfig, all_fields, apply_overrides, config_from_dict
+from tinygpt.config import (
+    RunConfig,
+    TrainConfig,
+    all_fields,
+    apply_given_settings,
+    apply_overrides,
+    check_given_settings,
+    config_from_dict,
+    given_field_names,
+)
 from tinygpt.data.prepare import PreparedData, load_prepared
-from tinygpt.errors import ConfigError, DataError
+from tinygpt.errors import ConfigError
 from tinygpt.finetune.adapter import log_module_names, module_names_for, save_adapter
 from tinygpt.finetune.data import prepare_with_tokenizer
 from tinygpt.finetune.lora import (
@@ -56,7 +65,7 @@ from tinygpt.train.checkpoint import (
     save_checkpoint,
     sha256_of,
 )
-from tinygpt.train.loop import Trainer, steps_for_epochs
+from tinygpt.train.loop import Trainer, check_data_fits, data_info, steps_for_epochs
 from tinygpt.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -159,11 +168,14 @@ def start_finetune(
     overrides = dict(overrides or {})
     _check_overrides(overrides)
     base_config = config_from_dict(read_run_config_dict(base_run))
-    given = {key.rpartition(".")[2].replace("-", "_") for key in overrides}
+    given = given_field_names(overrides)
     own_length = {f"train.{name}": 0 for name in SCHEDULE_LENGTH_FIELDS if name not in given}
-    if "max_iters" in given and "epochs" not in given:
-        own_length["train.epochs"] = 0  # a base run trained for epochs must not outvote it
-    config = apply_overrides(base_config, {**own_length, **overrides, "data.source": data_source})
+    # as `train` takes flags over a preset: a given max_iters also drops the base run's epochs
+    config = apply_given_settings(
+        apply_overrides(base_config, {**own_length, "data.source": data_source}),
+        overrides,
+        "the flags",
+    )
     check_new_run_dir(run_dir)  # before any work; create_run_dir checks again when writing
     runtime = setup_runtime(config.train)
     model, tokenizer, _ = load_model_from_run(base_run, checkpoint, runtime.device)
@@ -171,6 +183,7 @@ def start_finetune(
 
     staging = run_dir.with_name(f".{run_dir.name}.data")
     prepared = prepare_with_tokenizer(config.data, tokenizer, staging, base_run)
+    check_data_fits(config, prepared)  # before data.source names the run's copy
     is_staged = prepared.directory == staging
     data_dir = run_dir / "data" if is_staged else prepared.directory
     config = dataclasses.replace(
@@ -182,13 +195,10 @@ def start_finetune(
     )
     if "warmup_iters" not in given:
         config = dataclasses.replace(config, train=fit_warmup(config.train))
-    _check_split_sizes(prepared, config, data_source)
+    check_given_settings(config, given)
     base_info = _base_identity(base_run, checkpoint)
     run_info = {
-        "source_sha256": prepared.source_sha256,
-        "train_tokens": prepared.train_tokens,
-        "val_tokens": prepared.val_tokens,
-        "token_dtype": prepared.dtype,
+        **data_info(prepared),
         "finetune": {
             "method": "lora",
             "data": data_source,
@@ -250,19 +260,3 @@ def _base_identity(base_run: Path, checkpoint: str) -> dict[str, Any]:
         "base_model_sha256": meta["files"][MODEL_FILE]["sha256"],
         "base_tokenizer_sha256": sha256_of((base_run / "tokenizer.json").read_bytes()),
     }
-
-
-def _check_split_sizes(prepared: PreparedData, config: RunConfig, data_source: str) -> None:
-    """The checks the sampler would make, made before the new run directory is created."""
-    block = config.model.block_size
-    for split, count in (("train", prepared.train_tokens), ("val", prepared.val_tokens)):
-        if count <= block:
-            raise DataError(
-                f"{data_source} leaves {count} tokens for {split} but block_size is {block}; "
-                "give more text"
-            )
-    if config.train.loss_on == "bot" and not prepared.has_loss_mask:
-        raise ConfigError(
-            "loss_on=bot needs dialog data: fine-tune on a dialog source with --format dialog, "
-            "or --loss_on all"
-        )

@@ -652,7 +652,7 @@ def start_run(config: RunConfig, run_dir: Path) -> Trainer:
     trainer = Trainer(config, run_dir, prepared, context)
     trainer.run_lock = distributed.run_on_main(
         context,
-        lambda: create_run_dir(run_dir, config.to_json(), tokenizer_json, _data_info(prepared)),
+        lambda: create_run_dir(run_dir, config.to_json(), tokenizer_json, data_info(prepared)),
     )
     return trainer
 
@@ -820,6 +820,7 @@ def check_data_fits(config: RunConfig, prepared: PreparedData) -> None:
                 f"block_size is {block:,} (a sequence needs block_size + 1 tokens); use "
                 f"--block_size {count - 1} or less, or more text"
             )
+    _check_loss_mask(config, prepared)
     tokenizer_size = load_tokenizer(prepared.tokenizer_path).vocab_size
     if tokenizer_size != prepared.vocab_size:
         raise DataError(
@@ -853,15 +854,20 @@ def _loss_masks(config: RunConfig, prepared: PreparedData) -> dict[str, np.ndarr
     """With loss_on=bot, the per-token masks of dialog data; otherwise every token counts."""
     if config.train.loss_on == "all":
         return {"train": None, "val": None}
-    if not prepared.has_loss_mask:
+    _check_loss_mask(config, prepared)
+    return {split: open_loss_mask(prepared.mask_path(split)) for split in ("train", "val")}
+
+
+def _check_loss_mask(config: RunConfig, prepared: PreparedData) -> None:
+    if config.train.loss_on == "bot" and not prepared.has_loss_mask:
         raise ConfigError(
             "loss_on=bot needs dialog data: use --format dialog with a dialog source "
             "(DailyDialog, ProSocial Dialog), or --loss_on all"
         )
-    return {split: open_loss_mask(prepared.mask_path(split)) for split in ("train", "val")}
 
 
-def _data_info(prepared: PreparedData) -> dict[str, Any]:
+def data_info(prepared: PreparedData) -> dict[str, Any]:
+    """What run.json records of the data a run trains on."""
     return {
         "source_sha256": prepared.source_sha256,
         "train_tokens": prepared.train_tokens,
