@@ -186,9 +186,10 @@ def regular_file_size(path: Path, limit: int, what: str, error: type[TinyGPTErro
 
 def read_regular_file(path: Path, limit: int, what: str, error: type[TinyGPTError]) -> bytes:
     """The bytes of `path`, checked as `regular_file_size` checks it."""
-    regular_file_size(path, limit, what, error)
+    size = regular_file_size(path, limit, what, error)
     with open(path, "rb") as handle:
-        data = handle.read(limit + 1)  # never more, even if the file grows meanwhile
-    if len(data) > limit:
-        raise error(f"{what} ({path} grew past {limit:,} bytes while being read)")
+        # the size found, not the limit: a buffer is allocated for what is asked
+        data = handle.read(size + 1)  # never more, even if the file grows meanwhile
+    if len(data) > size:
+        raise error(f"{what} ({path} grew past {size:,} bytes while being read)")
     return data

@@ -282,8 +282,8 @@ def _recorded_settings(directory: Path) -> dict[str, Any]:
     """The DataConfig fields that meta.json records and that decide the tokens: the tokenizer
     and, where it has them, its size and unknown-character policy; the split; the format."""
     meta_path = directory / "meta.json"
+    meta = _read_meta(meta_path)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         names = ["tokenizer", "val_fraction", "format"]
         if meta["tokenizer"] == "char":
             names.append("unknown_chars")
@@ -291,7 +291,7 @@ def _recorded_settings(directory: Path) -> dict[str, Any]:
             names.append("tokenizer_vocab_size")  # recorded since FORMAT_VERSION 4
         types = field_types(DataConfig)
         return {name: parse_value(name, types[name], meta[name]) for name in names}
-    except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
+    except (ValueError, KeyError, TypeError, ConfigError) as err:
         raise DataError(f"{meta_path} is unreadable ({err}); prepare the data again") from None
 
 

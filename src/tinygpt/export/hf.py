@@ -105,6 +105,19 @@ class ImportResult:
 def hf_architecture(config: ModelConfig) -> Architecture:
     """The transformers architecture that computes what `config` does; a ConfigError naming
     every field that has none."""
+    architecture, problems = hf_export_problems(config)
+    if problems:
+        raise ConfigError(f"{refusal(problems)}; supported: {SUPPORTED}")
+    return architecture
+
+
+def refusal(problems: list[str]) -> str:
+    return f"cannot export to Hugging Face: {'; '.join(problems)}"
+
+
+def hf_export_problems(config: ModelConfig) -> tuple[Architecture, list[str]]:
+    """The closest transformers architecture, and what of `config` it cannot compute (nothing:
+    the model exports)."""
     problems = []
     if config.attention != "global":
         problems.append(f"attention={config.attention} has no transformers equivalent")
@@ -118,10 +131,7 @@ def hf_architecture(config: ModelConfig) -> Architecture:
             f"{', '.join(mismatches)} {verb} not fit the {BLOCK_NAMES[architecture]} block, "
             "the closest one"
         )
-    if problems:
-        problems.append(f"supported: {SUPPORTED}")
-        raise ConfigError(f"cannot export to Hugging Face: {'; '.join(problems)}")
-    return architecture
+    return architecture, problems
 
 
 def _block_mismatches(config: ModelConfig, architecture: Architecture) -> list[str]:

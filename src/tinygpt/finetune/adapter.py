@@ -39,8 +39,8 @@ from torch import Tensor, nn
 
 from tinygpt.atomic_files import write_bytes_atomic
 from tinygpt.config import ModelConfig
-from tinygpt.errors import CheckpointError, ConfigError
-from tinygpt.export.hf import HFModule, hf_architecture, hf_modules
+from tinygpt.errors import CheckpointError
+from tinygpt.export.hf import HFModule, hf_export_problems, hf_modules, refusal
 from tinygpt.finetune.lora import (
     LoraSettings,
     adapter_state_dict,
@@ -77,11 +77,9 @@ class ModuleNames:
 
 
 def module_names_for(config: ModelConfig) -> ModuleNames:
-    try:
-        architecture = hf_architecture(config)
-    except ConfigError as err:
-        reason = str(err).partition("; supported:")[0]  # the one clause that matters here
-        return ModuleNames(TINYGPT_NAMES, reason=reason)
+    architecture, problems = hf_export_problems(config)
+    if problems:
+        return ModuleNames(TINYGPT_NAMES, reason=refusal(problems))
     return ModuleNames(architecture, hf_modules(config, architecture))
 
 

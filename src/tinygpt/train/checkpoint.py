@@ -445,8 +445,6 @@ def _read_verified(directory: Path, name: str, files: dict[str, dict]) -> bytes:
         f"checkpoint {directory / name} is corrupted (size or sha256 differs from {META_FILE}); "
         "restore it, or delete the run's checkpoints and train again"
     )
-    if regular_file_size(path, expected["bytes"], corrupted, CheckpointError) != expected["bytes"]:
-        raise CheckpointError(corrupted)
     data = read_regular_file(path, expected["bytes"], corrupted, CheckpointError)
     if len(data) != expected["bytes"] or sha256_of(data) != expected["sha256"]:
         raise CheckpointError(corrupted)
