@@ -1,8 +1,16 @@
-"""What several test files need to drive the `tinygpt` command and its dialog runs."""
+"""What several test files need to drive the `tinygpt` command, its dialog runs, its server
+and its checkpoints."""
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tinygpt.cli import main
+from tinygpt.serve.app import url_of
 
 # DailyDialog's validation file in shared/data, beside the checkout
 DAILYDIALOG = (
@@ -37,3 +45,29 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+@contextlib.contextmanager
+def serving(server: Any, sock: socket.socket) -> Iterator[str]:
+    """The uvicorn `server` answering on `sock` in a thread; its URL while the block runs."""
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def saved_step_names(trainer: Any, steps: int) -> list[str]:
+    """Save step 0 as the best, then train and save `steps` times; the step folders kept."""
+    trainer.save(is_best=True)
+    for _ in range(steps):
+        trainer.train_step()
+        trainer.save()
+    checkpoints = trainer.run_dir / "checkpoints"
+    return sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))

@@ -1,5 +1,6 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,9 +46,14 @@ def test_a_seed_torch_cannot_take_is_refused(seed):
         SampleConfig(sample_seed=seed)
 
 
-def test_the_largest_seed_and_the_seeds_derived_from_it_work_in_torch():
-    TrainConfig(seed=SEED_LIMIT - 1)
-    torch.Generator().manual_seed(SEED_LIMIT - 1 + 1000)  # seed + offset stays in 64 bits
+def test_the_largest_seed_and_the_evaluation_seed_derived_from_it_work():
+    """Evaluation batches draw from seed + 1 (train/loop.py): from the largest seed too."""
+    from tinygpt.data.memmap import fixed_eval_batches
+
+    seed = TrainConfig(seed=SEED_LIMIT - 1).seed
+    tokens = np.arange(100, dtype=np.uint16)
+    batches = list(fixed_eval_batches(tokens, 8, 2, 2, seed + 1))
+    assert len(batches) == 2 and batches[0][0].shape == (2, 8)
 
 
 def given(config: RunConfig, origin: str = "the flags", **settings: object) -> RunConfig:
@@ -62,8 +68,13 @@ def test_max_iters_given_drops_the_lower_layers_epochs():
 
 
 def test_epochs_given_wins_over_a_lower_max_iters():
+    """The run's length then follows the data: steps_for_epochs turns epochs into steps."""
+    from tinygpt.train.loop import steps_for_epochs
+
     config = given(get_preset("baby-shakespeare"), epochs=2)
     assert config.train.epochs == 2
+    tokens_per_step = config.train.batch_size * config.model.block_size  # 12 x 64
+    assert steps_for_epochs(config, 1_000_000).max_iters == -(-2 * 1_000_000 // tokens_per_step)
 
 
 def test_a_decay_over_the_whole_run_follows_the_new_length():

@@ -60,10 +60,14 @@ def test_cpu_features_read_native_bf16_from_cpuinfo_flags(tmp_path: Path, text, 
     assert features.capability == torch.backends.cpu.get_cpu_capability()
 
 
-def test_without_cpuinfo_torchs_onednn_check_decides(tmp_path: Path):
+@pytest.mark.parametrize("onednn_says", [True, False])
+def test_without_cpuinfo_torchs_onednn_check_decides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onednn_says: bool
+):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn_says)
     features = runtime.read_cpu_features(tmp_path / "absent")
     assert features.avx512_bf16 is None and features.amx_bf16 is None
-    assert features.native_bf16 == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert features.native_bf16 is onednn_says
     assert "avx512_bf16 ?" in features.describe()
 
 

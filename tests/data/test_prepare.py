@@ -366,6 +366,7 @@ def test_small_files_without_separators_stay_whole(tmp_path: Path, cache_dir: Pa
     folder = write_files(tmp_path / "corpus", texts)
     train, val = split_texts(prepare_dataset(DataConfig(source=str(folder), workers=1)))
     held_out = [text for index, text in enumerate(texts) if prepare._is_validation(index, 0.1)]
+    assert 30 <= len(held_out) <= 50  # about val_fraction of the 400 files
     assert val == "".join(text + "\n\n" for text in held_out)
     assert train.count("\n\n") == len(texts) - len(held_out)
 

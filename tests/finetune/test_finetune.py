@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import saved_step_names
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
@@ -161,12 +162,7 @@ def test_a_finetune_keeps_the_checkpoints_it_is_told_to(
 ):
     fields = {**finetune_fields, "keep_checkpoints": "2"}
     finetuner = start_finetune(base_run, tmp_path / "kept", str(new_text), SETTINGS, fields)
-    finetuner.save(is_best=True)
-    for _ in range(4):
-        finetuner.train_step()
-        finetuner.save()
-    checkpoints = finetuner.run_dir / "checkpoints"
-    names = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))
+    names = saved_step_names(finetuner, 4)
     assert names == ["step-0000000", "step-0000003", "step-0000004"]
 
 

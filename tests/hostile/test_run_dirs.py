@@ -19,9 +19,10 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pytest
@@ -562,6 +563,21 @@ def test_two_processes_preparing_one_cache_entry_both_succeed(small_text_file, t
     assert (Path(directories.pop()) / "meta.json").is_file()
 
 
+def line_appears(stream: IO[str], fragment: str, seconds: float) -> bool:
+    """Whether a line holding `fragment` comes within `seconds`: read on a thread, so that a
+    process that never writes it fails the test instead of hanging it."""
+    found = threading.Event()
+
+    def read() -> None:
+        for line in iter(stream.readline, ""):
+            if fragment in line:
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    return found.wait(seconds)
+
+
 def test_a_second_process_waits_for_a_cache_entry_being_prepared(small_text_file, tmp_path):
     cache = tmp_path / "cache"
     config = DataConfig(source=str(small_text_file), workers=1)
@@ -572,7 +588,7 @@ def test_a_second_process_waits_for_a_cache_entry_being_prepared(small_text_file
         env = {"TINYGPT_CACHE_DIR": str(cache)}
         process = python("-c", PREPARE_INTO_CACHE, small_text_file, env=env)
         assert process.stderr is not None
-        waited = any("waiting for" in line for line in iter(process.stderr.readline, ""))
+        waited = line_appears(process.stderr, "waiting for", seconds=120)
         assert waited and process.poll() is None  # it logged and blocks on the lock
     finally:
         lock.release()

@@ -5,11 +5,11 @@ The servers here serve a tiny untrained model: these tests are about the server,
 """
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
+from cli_helpers import serving
 
 from tinygpt.config import ModelConfig, RunConfig
 from tinygpt.errors import ConfigError
@@ -27,7 +28,6 @@ from tinygpt.serve.app import (
     create_app,
     make_server,
     quiet_repeated_errors,
-    url_of,
 )
 from tinygpt.tokenizers.char import CharTokenizer
 
@@ -46,25 +46,14 @@ def start_server() -> Iterator[Callable[..., str]]:
         vocab_size=TOKENIZER.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0
     )
     model = GPT(model_config).eval()
-    running: list[tuple[Any, threading.Thread]] = []
+    with contextlib.ExitStack() as running:
 
-    def start(keep_alive_seconds: float, max_connections: int) -> str:
-        app = create_app(model, TOKENIZER, RunConfig(model=model_config), "tiny", MAX_WAITING)
-        server = make_server(app, "error", keep_alive_seconds, max_connections)
-        sock = bind_socket("127.0.0.1", 0)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        running.append((server, thread))
-        return url_of(sock)
+        def start(keep_alive_seconds: float, max_connections: int) -> str:
+            app = create_app(model, TOKENIZER, RunConfig(model=model_config), "tiny", MAX_WAITING)
+            server = make_server(app, "error", keep_alive_seconds, max_connections)
+            return running.enter_context(serving(server, bind_socket("127.0.0.1", 0)))
 
-    yield start
-    for server, thread in running:
-        server.should_exit = True
-        thread.join(timeout=10)
+        yield start
 
 
 @pytest.fixture(scope="module")

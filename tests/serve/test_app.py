@@ -5,7 +5,6 @@ and the chat page in headless Chromium (Playwright driving Debian's `chromium`, 
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ import httpx
 import openai
 import pytest
 import torch
-from cli_helpers import DAILYDIALOG, TINY_DIALOG
+from cli_helpers import DAILYDIALOG, TINY_DIALOG, serving
 
 from tinygpt.cli import main
 from tinygpt.config import RunConfig
@@ -24,7 +23,7 @@ from tinygpt.generate.chat import prompt_format_for
 from tinygpt.generate.decode import without_padding_ids
 from tinygpt.generate.engine import GenerationSettings, stream_text
 from tinygpt.model.gpt import GPT
-from tinygpt.serve.app import bind_socket, create_app, make_server, url_of
+from tinygpt.serve.app import bind_socket, create_app, make_server
 from tinygpt.tokenizers.base import Tokenizer
 from tinygpt.train.checkpoint import load_model_from_run
 
@@ -63,17 +62,9 @@ def server(served: tuple[GPT, Tokenizer, RunConfig]) -> Iterator[str]:
         return forward(*args, **kwargs)
 
     model.forward = slow_forward  # type: ignore[method-assign]
-    sock = bind_socket("127.0.0.1", 0)
     uvicorn_server = make_server(create_app(model, tokenizer, config, MODEL), log_level="warning")
-    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uvicorn_server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield url_of(sock)
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
+    with serving(uvicorn_server, bind_socket("127.0.0.1", 0)) as url:
+        yield url
 
 
 @pytest.fixture

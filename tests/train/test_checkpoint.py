@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import saved_step_names
 
 from tinygpt.config import apply_overrides
 from tinygpt.errors import CheckpointError
@@ -41,26 +42,16 @@ def start_run_copy(trainer):
 
 def test_only_the_checkpoints_named_by_last_and_best_are_kept(trainer):
     checkpoints = trainer.run_dir / "checkpoints"
-    trainer.save(is_best=True)  # step 0 is best
-    for _ in range(2):
-        trainer.train_step()
-        trainer.save()
-    names = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))
-    assert names == ["step-0000000", "step-0000002"]
+    assert saved_step_names(trainer, 2) == ["step-0000000", "step-0000002"]
     assert os.readlink(checkpoints / "best") == "step-0000000"
     assert os.readlink(checkpoints / "last") == "step-0000002"
 
 
 def test_keep_checkpoints_also_keeps_the_newest(tiny_run_config, tmp_path):
     trainer = start_run(apply_overrides(tiny_run_config, {"keep_checkpoints": "2"}), tmp_path / "r")
-    checkpoints = trainer.run_dir / "checkpoints"
-    trainer.save(is_best=True)  # step 0 is best
-    for _ in range(4):
-        trainer.train_step()
-        trainer.save()
-    names = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))
+    names = saved_step_names(trainer, 4)
     assert names == ["step-0000000", "step-0000003", "step-0000004"]
-    assert os.readlink(checkpoints / "best") == "step-0000000"
+    assert os.readlink(trainer.run_dir / "checkpoints" / "best") == "step-0000000"
 
 
 def test_a_crash_in_the_middle_of_a_write_leaves_the_previous_checkpoint_loadable(
