@@ -28,8 +28,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 # How much slower bf16 matmuls run on a CPU without bf16 instructions, where torch has no fast
 # (oneDNN) bf16 matmul and falls back to a generic loop: measured on an AVX2-only AMD EPYC,
-# 2 threads.
-EMULATED_BF16_SLOWDOWN = "about 100x slower than float32 (1.3 against 130 GFLOP/s on AVX2)"
+# 2 threads, with `matmul_flops_by_size` (square sizes 256-2048; README, "Measured results").
+EMULATED_BF16_SLOWDOWN = "about 100x slower than float32 (0.9-1.4 against 120 GFLOP/s on AVX2)"
 
 # Where `auto` picks bf16 on a CPU that has it. On an AVX-512-bf16 CPU (README, "Training
 # speed") bf16 autocast trained nanoGPT's 6L/384 model (width 384, 64 x 256 = 16,384 tokens a

@@ -516,7 +516,7 @@ def _shards(split: str, items: Iterable[tuple[str, Document]]) -> Iterator[tuple
 
 
 def _size(document: Document) -> int:
-    """Characters of text, the unit shards are cut and progress is counted in."""
+    """Characters of text, the unit shards are cut in (progress counts UTF-8 bytes)."""
     if isinstance(document, str):
         return len(document)
     return sum(len(user) + len(bot) for user, bot in document.turns)
