@@ -1,15 +1,18 @@
 """Writes that a crash cannot half-do: a temporary file beside the target, fsync, rename.
 
-Every file tinygpt writes for later reading (checkpoints, token files, tokenizers, downloads)
-goes through here, so a reader sees the old file or the new one, never a truncated mix.
+Every file or folder tinygpt writes for later reading (checkpoints, token files, tokenizers,
+downloads, exported models) goes through here, so a reader sees the old one or the new one,
+never a truncated mix. Temporaries are named `.NAME.tmp-*`, so they can be recognised and
+cleaned up after a kill.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,3 +64,49 @@ def fsync_directory(path: Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+def temporary_name_pattern(name: str = "*") -> str:
+    """The glob of the temporaries this module makes beside `name`."""
+    return f".{name}.tmp-*"
+
+
+def publish_directory(
+    target: Path,
+    write: Callable[[Path], None],
+    keep_existing: Callable[[Path], bool] = lambda existing: False,
+) -> bool:
+    """Fill a hidden temporary sibling with `write(temporary)`, then rename it to `target`:
+    readers see every file or none. Returns whether it was published.
+
+    A `target` already there is replaced unless `keep_existing(target)` says it is as good as
+    ours (another process finished the same work first), in which case ours is dropped. The
+    caller checks beforehand that replacing it loses nothing of the user's."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = temporary_name_pattern(target.name).removesuffix("*")
+    temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix))
+    temporary.chmod(0o755)  # mkdtemp makes it owner-only
+    try:
+        write(temporary)
+        fsync_directory(temporary)
+        if target.exists() or target.is_symlink():
+            if keep_existing(target):
+                return False
+            _remove(target)
+        try:
+            os.replace(temporary, target)
+        except OSError:
+            if target.exists() and keep_existing(target):  # a concurrent writer won the race
+                return False
+            raise
+        fsync_directory(target.parent)
+        return True
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)  # gone when renamed; freed when not
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
