@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from bench_common import cpu_line, machine_line, quiet_logging
 
 from tinygpt.generate.decode import BatchDecoder
-from tinygpt.train.checkpoint import load_model_from_run
+from tinygpt.run.load import load_model_from_run
 
 
 def main() -> None:

@@ -32,8 +32,9 @@ from tinygpt.finetune.lora import (
     merged_model_config,
 )
 from tinygpt.model.gpt import GPT
+from tinygpt.run.checkpoint import save_checkpoint
+from tinygpt.run.directory import create_run_dir, sha256_of
 from tinygpt.tokenizers.char import CharTokenizer
-from tinygpt.train.checkpoint import create_run_dir, save_checkpoint, sha256_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

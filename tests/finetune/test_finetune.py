@@ -16,8 +16,9 @@ from tinygpt.export.hf import export_hf
 from tinygpt.finetune.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS, RECORD, apply_adapter
 from tinygpt.finetune.loop import Finetuner, start_finetune
 from tinygpt.finetune.lora import LoraSettings
-from tinygpt.train.checkpoint import load_model_from_run
-from tinygpt.train.loop import TrainResult, read_metrics
+from tinygpt.run.load import load_model_from_run
+from tinygpt.run.metrics import read_metrics
+from tinygpt.train.loop import TrainResult
 from tinygpt.train.schedule import learning_rate_at
 
 SETTINGS = LoraSettings(r=4, alpha=8.0, targets=("qkv", "proj", "lm_head"), dropout=0.0)

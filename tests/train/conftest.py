@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from tinygpt.config import RunConfig, apply_overrides
-from tinygpt.train.loop import Trainer, start_run
+from tinygpt.train.loop import Trainer
+from tinygpt.train.start import start_run
 
 
 @pytest.fixture

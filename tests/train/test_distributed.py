@@ -20,8 +20,9 @@ import torch
 
 from tinygpt.cli import main, resolve_train_config
 from tinygpt.data.memmap import BatchSampler
-from tinygpt.train.checkpoint import load_checkpoint
-from tinygpt.train.loop import read_metrics, resume_run, start_run
+from tinygpt.run.load import load_checkpoint
+from tinygpt.run.metrics import read_metrics
+from tinygpt.train.start import resume_run, start_run
 
 FIELDS = {
     "device": "cpu",

@@ -10,8 +10,9 @@ import torch
 from tinygpt.config import apply_overrides
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.dropout import Dropout
-from tinygpt.train.checkpoint import load_checkpoint
-from tinygpt.train.loop import read_metrics, resume_run, start_run
+from tinygpt.run.load import load_checkpoint
+from tinygpt.run.metrics import read_metrics
+from tinygpt.train.start import resume_run, start_run
 
 
 def parameters_of(trainer) -> dict[str, torch.Tensor]:
@@ -193,7 +194,5 @@ def test_compiled_training_matches_eager_and_saves_the_plain_module(
     train_eager_and_compiled(config, tmp_path)
     saved = json.loads((tmp_path / "compiled" / "checkpoints" / "last" / "meta.json").read_text())
     assert saved["step"] == 4
-    from tinygpt.train.checkpoint import load_checkpoint
-
     keys = load_checkpoint(tmp_path / "compiled").model_state.keys()
     assert not any(key.startswith("_orig_mod") for key in keys)

@@ -1,7 +1,7 @@
 import pytest
 from tqdm import tqdm
 
-from tinygpt.train.loop import BAR_FORMAT, bar_postfix
+from tinygpt.train.progress import BAR_FORMAT, bar_postfix
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tinygpt.config import apply_overrides
-from tinygpt.train.checkpoint import load_model_from_run
-from tinygpt.train.loop import read_metrics, resume_run, start_run
+from tinygpt.run.load import load_model_from_run
+from tinygpt.run.metrics import read_metrics
+from tinygpt.train.start import resume_run, start_run
 
 VARIANTS = {
     "gqa": {"n_head": 4, "n_kv_head": 2},

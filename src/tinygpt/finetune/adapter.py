@@ -48,7 +48,7 @@ from tinygpt.finetune.lora import (
     load_adapter_state_dict,
 )
 from tinygpt.model.gpt import GPT
-from tinygpt.train.checkpoint import sha256_of
+from tinygpt.run.directory import sha256_of
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ weights as ordinary full training.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -36,7 +35,6 @@ from tinygpt.config import (
     apply_given_settings,
     apply_overrides,
     check_given_settings,
-    config_from_dict,
     given_field_names,
 )
 from tinygpt.data.prepare import PreparedData, load_prepared
@@ -54,18 +52,19 @@ from tinygpt.finetune.lora import (
     resolve_targets,
 )
 from tinygpt.model.gpt import GPT
-from tinygpt.runtime import seed_everything, setup_runtime
-from tinygpt.train.checkpoint import (
-    META_FILE,
-    MODEL_FILE,
+from tinygpt.run.checkpoint import MODEL_FILE, save_checkpoint
+from tinygpt.run.data import check_data_fits, data_info
+from tinygpt.run.directory import (
     check_new_run_dir,
     create_run_dir,
-    load_model_from_run,
-    read_run_config_dict,
-    save_checkpoint,
+    read_run_config,
+    run_tokenizer_path,
     sha256_of,
 )
-from tinygpt.train.loop import Trainer, check_data_fits, data_info, steps_for_epochs
+from tinygpt.run.load import load_model_from_run, read_checkpoint_meta
+from tinygpt.run.sizing import steps_for_epochs
+from tinygpt.runtime import seed_everything, setup_runtime
+from tinygpt.train.loop import Trainer
 from tinygpt.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -120,17 +119,15 @@ class Finetuner(Trainer):
     def save(self, is_best: bool = False) -> Path:
         """The merged model as this step's checkpoint; the adapter alone too when it is the
         best so far, so adapter/ always matches checkpoints/best."""
+        run_dir, step = self.require_run_dir(), self.progress.step
         merged = merged_model(self.model, self.config.model)
-        extra = {**self.checkpoint_extra(), "lora": True}
-        path = save_checkpoint(
-            self.run_dir, self.progress.step, merged, self._merged_train_state(merged), extra,
-            is_best, self.config.train.keep_checkpoints,
-        )  # fmt: skip
+        summary = {**self.checkpoint_summary(), "lora": True}
+        train_state = self._merged_train_state(merged)
+        keep = self.config.train.keep_checkpoints
+        path = save_checkpoint(run_dir, step, merged, train_state, summary, is_best, keep)
         if is_best:
-            info = {**self.base_info, "step": self.progress.step, "val_loss": extra["val_loss"]}
-            save_adapter(
-                self.run_dir, self.model, self.settings, self.adapted, self.module_names, info
-            )
+            info = {**self.base_info, "step": step, "val_loss": summary["val_loss"]}
+            save_adapter(run_dir, self.model, self.settings, self.adapted, self.module_names, info)
         return path
 
     def _merged_train_state(self, merged: nn.Module) -> dict[str, Any]:
@@ -167,7 +164,7 @@ def start_finetune(
     data is read or anything is written."""
     overrides = dict(overrides or {})
     _check_overrides(overrides)
-    base_config = config_from_dict(read_run_config_dict(base_run))
+    base_config = read_run_config(base_run)
     given = given_field_names(overrides)
     own_length = {f"train.{name}": 0 for name in SCHEDULE_LENGTH_FIELDS if name not in given}
     # as `train` takes flags over a preset: a given max_iters also drops the base run's epochs
@@ -251,12 +248,11 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
 def _base_identity(base_run: Path, checkpoint: str) -> dict[str, Any]:
     """What the adapter was trained on top of: run, checkpoint, and the sha256 of its weights
     and tokenizer (load_model_from_run has verified the checkpoint files)."""
-    directory = (base_run / "checkpoints" / checkpoint).resolve()
-    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    directory, meta = read_checkpoint_meta(base_run, checkpoint)
     return {
         "base_run": str(base_run.resolve()),
         "base_checkpoint": directory.name,
         "base_step": int(meta["step"]),
         "base_model_sha256": meta["files"][MODEL_FILE]["sha256"],
-        "base_tokenizer_sha256": sha256_of((base_run / "tokenizer.json").read_bytes()),
+        "base_tokenizer_sha256": sha256_of(run_tokenizer_path(base_run).read_bytes()),
     }

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tinygpt.config import ModelConfig
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.gpt import GPT
-from tinygpt.train.checkpoint import load_weights_into
+from tinygpt.run.load import load_weights_into
 
 ADAPTER_NAME = "default"  # peft's name for the one adapter we inject
 

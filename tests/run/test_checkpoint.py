@@ -5,11 +5,13 @@ import pytest
 import torch
 from cli_helpers import saved_step_names
 
+from tinygpt import atomic_files
+from tinygpt.atomic_files import temporary_name_pattern
 from tinygpt.config import apply_overrides
 from tinygpt.errors import CheckpointError
-from tinygpt.train import checkpoint as checkpoint_module
-from tinygpt.train.checkpoint import load_checkpoint, load_weights_into, save_checkpoint
-from tinygpt.train.loop import start_run
+from tinygpt.run.checkpoint import save_checkpoint
+from tinygpt.run.load import load_checkpoint, load_weights_into
+from tinygpt.train.start import start_run
 
 
 @pytest.fixture
@@ -63,12 +65,13 @@ def test_a_crash_in_the_middle_of_a_write_leaves_the_previous_checkpoint_loadabl
     def crash(*args, **kwargs):
         raise OSError("simulated power cut")
 
-    monkeypatch.setattr(checkpoint_module, "fsync_directory", crash)
+    monkeypatch.setattr(atomic_files, "fsync_directory", crash)  # as publish_directory renames
     with pytest.raises(CheckpointError, match=r"step-0000001.*power cut.*step-0000000, is intact"):
         trainer.save()
     monkeypatch.undo()
     assert load_checkpoint(trainer.run_dir, "last").step == 0
-    assert not list((trainer.run_dir / "checkpoints").glob(".tmp-*"))  # its space is freed
+    # its space is freed
+    assert not list((trainer.run_dir / "checkpoints").glob(temporary_name_pattern()))
     trainer.save()
     assert load_checkpoint(trainer.run_dir, "last").step == 1
 

@@ -9,23 +9,17 @@ from pathlib import Path
 
 import pytest
 
-import tinygpt.eval.compare as compare
 import tinygpt.train.loop as loop
 from tinygpt.cli import main
-from tinygpt.config import config_from_dict
+from tinygpt.compare.budget import Budget, step_seconds_for
+from tinygpt.compare.report import Comparison, ConfigResult, SeedResult, noise_verdict
+from tinygpt.compare.runner import run_comparison
+from tinygpt.compare.variants import load_variant, with_prepared_vocab
 from tinygpt.errors import ConfigError
-from tinygpt.eval.compare import (
-    Budget,
-    Comparison,
-    ConfigResult,
-    SeedResult,
-    bits_per_unit,
-    noise_verdict,
-    run_comparison,
-)
+from tinygpt.eval.metrics import bits_per_unit
 from tinygpt.model.gpt import GPT
-from tinygpt.train.checkpoint import read_run_config_dict
-from tinygpt.train.loop import read_metrics
+from tinygpt.run.directory import read_run_config
+from tinygpt.run.metrics import read_metrics
 
 TINY = {
     "model.block_size": 16,
@@ -90,7 +84,7 @@ def test_table_has_a_row_per_config_with_its_param_count(compared):
     comparison, out = compared
     table = (out / "compare.md").read_text(encoding="utf-8")
     for name in ("baby-shakespeare", "mqa"):
-        config = config_from_dict(read_run_config_dict(out / "runs" / name / "seed-0"))
+        config = read_run_config(out / "runs" / name / "seed-0")
         assert config.train.max_iters == 4
         params = GPT(config.model).num_params()
         (row,) = [line for line in table.splitlines() if line.startswith(f"| {name} |")]
@@ -105,7 +99,7 @@ def whole_split_loss(out, entry, k) -> float:
     from tinygpt.data.memmap import open_tokens
     from tinygpt.data.prepare import prepare_dataset
     from tinygpt.eval.evaluate import split_loss
-    from tinygpt.train.checkpoint import load_model_from_run
+    from tinygpt.run.load import load_model_from_run
 
     model, _, config = load_model_from_run(out / "runs" / entry["name"] / f"seed-{k}", "last")
     prepared = prepare_dataset(config.data)
@@ -194,9 +188,9 @@ def test_bad_configs_are_one_line_errors(configs, seeds, message, tmp_path, caps
 
 def test_a_minutes_budget_trains_for_the_measured_step_time(small_text_file, tmp_path):
     out = tmp_path / "out"
-    variant = compare.load_variant("baby-shakespeare", {**TINY, "source": str(small_text_file)})
-    config, prepared = compare.with_prepared_vocab(variant.config)
-    seconds = compare.step_seconds_for(dataclasses.replace(variant, config=config), prepared, out)
+    variant = load_variant("baby-shakespeare", {**TINY, "source": str(small_text_file)})
+    config, prepared = with_prepared_vocab(variant.config)
+    seconds = step_seconds_for(dataclasses.replace(variant, config=config), prepared, out)
     assert seconds > 0
     minutes = 6.5 * seconds / 60  # six and a half steps
     comparison = run_comparison(

@@ -1,6 +1,6 @@
 import logging
 
-from tinygpt.eval.compare import log_lines_prefixed
+from tinygpt.compare.runner import log_lines_prefixed
 
 
 def test_each_runs_log_lines_say_its_config_and_seed(caplog):
