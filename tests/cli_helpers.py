@@ -3,6 +3,7 @@ and its checkpoints."""
 
 import contextlib
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,11 @@ TINY_DIALOG = [
     "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--eval_iters", "2",
     "--max_iters", "20", "--eval_interval", "10", "--log_interval", "10",
 ]  # fmt: skip
+
+
+def tinygpt_command(*args: object) -> list[str]:
+    """The real binary's command line, run in a new process (`python -m tinygpt.cli`)."""
+    return [sys.executable, "-m", "tinygpt.cli", *map(str, args)]
 
 
 def run_cli(capsys, *argv: object) -> tuple[int, str, str]:

@@ -7,16 +7,12 @@ import torch
 from tinygpt.config import (
     SEED_LIMIT,
     ModelConfig,
-    RunConfig,
     SampleConfig,
     TrainConfig,
-    apply_given_settings,
-    check_given_settings,
-    given_field_names,
+    field_help,
 )
 from tinygpt.errors import ConfigError
 from tinygpt.model.gpt import GPT
-from tinygpt.presets import get_preset
 
 
 @pytest.mark.parametrize(
@@ -56,67 +52,8 @@ def test_the_largest_seed_and_the_evaluation_seed_derived_from_it_work():
     assert len(batches) == 2 and batches[0][0].shape == (2, 8)
 
 
-def given(config: RunConfig, origin: str = "the flags", **settings: object) -> RunConfig:
-    return apply_given_settings(config, {k: str(v) for k, v in settings.items()}, origin)
-
-
-def test_max_iters_given_drops_the_lower_layers_epochs():
-    preset = get_preset("modern-tinystories")
-    assert preset.train.epochs > 0
-    config = given(preset, max_iters=400)
-    assert (config.train.max_iters, config.train.epochs) == (400, 0)
-
-
-def test_epochs_given_wins_over_a_lower_max_iters():
-    """The run's length then follows the data: steps_for_epochs turns epochs into steps."""
-    from tinygpt.train.loop import steps_for_epochs
-
-    config = given(get_preset("baby-shakespeare"), epochs=2)
-    assert config.train.epochs == 2
-    tokens_per_step = config.train.batch_size * config.model.block_size  # 12 x 64
-    assert steps_for_epochs(config, 1_000_000).max_iters == -(-2 * 1_000_000 // tokens_per_step)
-
-
-def test_a_decay_over_the_whole_run_follows_the_new_length():
-    preset = get_preset("baby-shakespeare")
-    assert preset.train.lr_decay_iters == preset.train.max_iters  # "decay over the whole run"
-    assert given(preset, max_iters=400).train.lr_decay_iters == 0  # 0: over max_iters
-    kept = given(preset, max_iters=400, lr_decay_iters=300)
-    assert kept.train.lr_decay_iters == 300
-
-
-def test_a_decay_shorter_than_the_run_stays():
-    preset = given(RunConfig(), "file", max_iters=1000, lr_decay_iters=500)
-    assert given(preset, max_iters=2000).train.lr_decay_iters == 500
-
-
-def test_epochs_and_max_iters_in_one_place_conflict():
-    with pytest.raises(ConfigError, match=r"config file a\.toml set both epochs=3 and max_iters"):
-        given(RunConfig(), "config file a.toml", epochs=3, max_iters=100)
-    assert given(RunConfig(), epochs=0, max_iters=100).train.max_iters == 100  # 0: off
-
-
-@pytest.mark.parametrize(
-    ("settings", "message"),
-    [
-        ({"warmup_iters": 500, "max_iters": 100}, "warmup_iters=500 is not below max_iters=100"),
-        ({"warmup_iters": 200, "lr_decay_iters": 150}, "lr_decay_iters=150 is not after"),
-    ],
-)
-def test_given_step_counts_that_contradict_each_other_are_refused(settings, message):
-    config = given(RunConfig(), **settings)
-    with pytest.raises(ConfigError, match=message):
-        check_given_settings(config, given_field_names(settings))
-    check_given_settings(config, set())  # from a preset: a short run may keep its warm-up
-
-
-def test_given_field_names_accepts_every_spelling():
-    names = given_field_names({"train.max_iters": 1, "max-iters": 2, "model.n-layer": 3})
-    assert names == {"max_iters", "n_layer"}
-
-
-def test_a_directory_as_config_file_is_one_config_error(tmp_path):
-    from tinygpt.config import load_toml_overrides
-
-    with pytest.raises(ConfigError, match="is a directory; give a TOML file"):
-        load_toml_overrides(tmp_path)
+def test_a_fields_help_text_is_kept_in_its_metadata():
+    """`tinygpt train --help` shows it beside the field's flag (tinygpt.commands.arguments)."""
+    assert field_help(ModelConfig)["n_layer"] == "transformer blocks"
+    assert field_help(SampleConfig)["precision"].startswith("weights decoding reads")
+    assert "dtype" not in field_help(TrainConfig)  # a field without help text

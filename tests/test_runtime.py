@@ -1,11 +1,14 @@
-"""Precision on every kind of CPU, and a matmul peak that is quick to measure on any of them.
+"""Precision on every kind of CPU, the device and seeds a run gets, and a matmul peak that is
+quick to measure on any CPU.
 
 The CPU's features are injected (`cpu_features` replaced), so both kinds of CPU, with bf16
 instructions and without, are tested on either machine."""
 
 import logging
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,6 +151,61 @@ def test_float16_on_a_cpu_with_bf16_advises_bf16(cpu_kind):
     cpu_kind(AVX512_BF16)
     with pytest.raises(ConfigError, match="use --dtype bfloat16 on this CPU"):
         resolve_dtype("float16", CPU)
+
+
+# -- the device ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def accelerators(monkeypatch):
+    """Play a machine with the given accelerators (CUDA, MPS) for the rest of the test."""
+
+    def play(cuda: bool = False, mps: bool = False) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+    return play
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_auto_picks_cuda_then_mps_then_the_cpu(accelerators, cuda, mps, expected):
+    accelerators(cuda=cuda, mps=mps)
+    assert runtime.resolve_device("auto") == torch.device(expected)
+
+
+def test_a_named_device_is_taken_as_given(accelerators):
+    accelerators(cuda=True)
+    assert runtime.resolve_device("cpu") == CPU
+    assert runtime.resolve_device("cuda:1") == torch.device("cuda", 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("tpu9", "device='tpu9' is not a device; use auto, cpu, cuda or mps"),
+        ("cuda", "device='cuda' but CUDA is not available here; use --device cpu"),
+        ("cuda:0", "device='cuda:0' but CUDA is not available here; use --device cpu"),
+        ("mps", "device='mps' but MPS is not available here; use --device cpu"),
+    ],
+)
+def test_a_device_this_machine_lacks_is_one_config_error_line(accelerators, name, message):
+    accelerators()
+    with pytest.raises(ConfigError) as raised:
+        runtime.resolve_device(name)
+    assert str(raised.value) == message
+
+
+def test_seed_everything_repeats_every_generator():
+    def draw() -> tuple[float, float, float]:
+        return random.random(), float(np.random.rand()), torch.rand(()).item()
+
+    runtime.seed_everything(2**63 - 1)  # the largest seed a config takes
+    first = draw()
+    runtime.seed_everything(2**63 - 1)
+    assert draw() == first
 
 
 # -- the matmul peak ----------------------------------------------------------------------------

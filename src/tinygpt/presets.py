@@ -1,6 +1,8 @@
 """Named starting configurations. Each is a function so its docstring can say where it comes from.
 
-Flags and `--config` files override any field of a preset.
+Several follow a written spec of a model to reproduce, described in docs/specs.md: the
+hybrid-attention GPT, GPTiny, the dialog chatbot, the small TinyStories GPT and the char-level
+TinyGPT. Flags and `--config` files override any field of a preset.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ def baby_shakespeare() -> RunConfig:
 
 
 def gptiny() -> RunConfig:
-    """Seed 001, GPTiny: 3 layers x 384, 4 heads, block 256, batch 64, AdamW 3e-4, 5000 steps.
+    """The GPTiny spec: 3 layers x 384, 4 heads, block 256, batch 64, AdamW 3e-4, 5000 steps.
 
-    The "let's build GPT" lecture model as seed 001's table gives it: dropout 0.2, AdamW at a
+    The "let's build GPT" lecture model as the GPTiny spec's table gives it: dropout 0.2, AdamW at a
     constant 3e-4, evaluated every 500 steps on 200 batches. 5.4M parameters; a GPU-sized run
     (hours on a 2-core CPU)."""
     return RunConfig(
@@ -68,10 +70,10 @@ def gptiny() -> RunConfig:
 
 
 def tinygpt_char() -> RunConfig:
-    """Seed 004, TinyGPT decoder-only char model: 4 layers x 256, seq 64, Xavier init, untied head.
+    """The char-level TinyGPT spec, sized by us: 4 layers x 256, seq 64, Xavier init, untied head.
 
     Causal multi-head attention, LayerNorm, a 2-layer MLP, Xavier initialisation, sequences of 64
-    characters and a separate output layer, as seed 004 describes. The seed gives no sizes; we
+    characters and a separate output layer, as the spec describes. The spec gives no sizes; we
     chose 4 layers, 4 heads, n_embd 256 (3.2M parameters), batch 32, dropout 0.1 and lr 1e-3
     cosine-decayed over 3000 steps: minutes on a laptop CPU."""
     return RunConfig(
@@ -99,13 +101,13 @@ def tinygpt_char() -> RunConfig:
 
 
 def tinystories_small() -> RunConfig:
-    """Seed 003, small GPT on TinyStories with GPT-2's tokenizer: 4 layers x 256, block 128.
+    """The TinyStories-small spec, GPT-2's tokenizer on TinyStories: 4 layers x 256, block 128.
 
-    Seed 003's table: vocab 50,304 (GPT-2's 50,257 padded to a multiple of 64), 4 layers, 4 heads,
+    The spec's table: vocab 50,304 (GPT-2's 50,257 padded to a multiple of 64), 4 layers, 4 heads,
     n_embd 256, dropout 0.1, biases on, AdamW (beta2 0.95, weight decay 0.1), lr 1e-4 to 1e-5
     on a cosine schedule with warm restarts, batch 32 with 32 accumulation steps (131k tokens a
     step), bf16 autocast, label smoothing 0.1. 16.9M parameters, 12.9M of them the embedding.
-    The dtype is `auto`, which gives the seed's bf16 where the device computes it natively and
+    The dtype is `auto`, which gives the spec's bf16 where the device computes it natively and
     pays (a GPU); a CPU without bf16 instructions would run it about 100x slower.
     Reads hf:roneneldan/TinyStories; offline, pass --data with local TinyStories text."""
     return RunConfig(
@@ -126,9 +128,9 @@ def tinystories_small() -> RunConfig:
 
 
 def dialog_chatbot() -> RunConfig:
-    """Seed 002, dialog chatbot: 8 layers x 384, 6 heads, SentencePiece 32k, DailyDialog.
+    """The dialog-chatbot spec: 8 layers x 384, 6 heads, SentencePiece 32k, DailyDialog.
 
-    Seed 002's table: n_embd 384, 6 heads (64 dimensions each), 8 layers, FFN 1536, sequences
+    The spec's table: n_embd 384, 6 heads (64 dimensions each), 8 layers, FFN 1536, sequences
     of 128 tokens, a SentencePiece BPE of ~32,000 tokens with <s>/<sep>/</s> markers, dropout
     0.05, batch 32, lr 1e-4 cosine with warm-up, gradient clipping 1.0, early stopping on the
     validation loss; an adaptive softmax output (its README's "efficient vocabulary handling":
@@ -159,9 +161,10 @@ def dialog_chatbot() -> RunConfig:
 
 
 def _tinystories_chars(preset: str, **model_fields: object) -> RunConfig:
-    """Seed 000's setting, shared by the four TinyStories variant presets so they differ only
-    in the blocks: characters of the first 5,000 TinyStories stories, 3 epochs, 4 layers x 192,
-    6 heads, block 256 (about 1.8M parameters; roughly 25 minutes a run on 2 CPU cores)."""
+    """The hybrid-attention spec's setting, shared by the four TinyStories variant presets so
+    they differ only in the blocks: characters of the first 5,000 TinyStories stories, 3 epochs,
+    4 layers x 192, 6 heads, block 256 (about 1.8M parameters; roughly 25 minutes a run on 2 CPU
+    cores)."""
     return RunConfig(
         model=ModelConfig(
             block_size=256, n_layer=4, n_head=6, n_embd=192, dropout=0.1, **model_fields
@@ -180,11 +183,11 @@ def _tinystories_chars(preset: str, **model_fields: object) -> RunConfig:
 
 
 def hybrid_tinystories() -> RunConfig:
-    """Seed 000, hybrid attention GPT on TinyStories chars: global GQA + local additive, GEGLU.
+    """The hybrid-attention spec on TinyStories chars: global GQA + local additive, GEGLU.
 
     Each block's attention blends grouped-query global attention (6 query heads sharing 2
     key/value heads) with additive attention over the last 16 characters, by a learned gate per
-    head; the feed-forward is GELU-gated (seed 000's GatedFeedForward). Compare it with
+    head; the feed-forward is GELU-gated (the spec's GatedFeedForward). Compare it with
     `baseline-tinystories` (`tinygpt compare`). Offline, pass --data with local TinyStories."""
     return _tinystories_chars(
         "hybrid-tinystories",
@@ -195,8 +198,8 @@ def hybrid_tinystories() -> RunConfig:
 def baseline_tinystories() -> RunConfig:
     """The GPT-2 baseline for hybrid-tinystories: same data, size and budget, plain blocks.
 
-    Multi-head attention with learned positions, LayerNorm and a GELU MLP: what seed 000's
-    "Baseline GPT" row should have been measured with."""
+    Multi-head attention with learned positions, LayerNorm and a GELU MLP: what the
+    hybrid-attention spec's "Baseline GPT" row should have been measured with."""
     return _tinystories_chars("baseline-tinystories")
 
 
