@@ -99,8 +99,8 @@ def test_perplexity_and_bits_per_byte_match_a_hand_computation(prepared_text: Pa
 # End to end, through the CLI
 
 
-def train(run_dir: Path, data: Path, *extra: str) -> Path:
-    argv = ["train", "--data", str(data), "--out", str(run_dir), *TINY, *QUICK, *extra]
+def train(run_dir: Path, data: Path, *flags: str) -> Path:
+    argv = ["train", "--data", str(data), "--out", str(run_dir), *TINY, *QUICK, *flags]
     assert main([*argv, "--max_iters", "4", "--eval_interval", "4"]) == 0
     return run_dir
 

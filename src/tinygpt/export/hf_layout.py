@@ -54,15 +54,15 @@ def to_hf_tensors(model: GPT, architecture: Architecture) -> dict[str, Tensor]:
     """The model's weights under transformers' names and layouts."""
     state = model.state_dict()
     tensors: dict[str, Tensor] = {}
-    for entry in tensor_placements(model.config, architecture):
-        tensor = state.get(entry.ours)
-        if tensor is None and entry.is_bias:  # bias=False: GPT-2's biases are zeros
-            weight = state[entry.ours.removesuffix(".bias") + ".weight"]
+    for placement in tensor_placements(model.config, architecture):
+        tensor = state.get(placement.ours)
+        if tensor is None and placement.is_bias:  # bias=False: GPT-2's biases are zeros
+            weight = state[placement.ours.removesuffix(".bias") + ".weight"]
             tensor = torch.zeros(weight.shape[0], dtype=weight.dtype)
-        assert tensor is not None, entry.ours
-        parts = tensor.split(list(entry.rows)) if entry.rows else (tensor,)
-        for name, part in zip(entry.theirs, parts, strict=True):
-            part = part.t() if entry.transpose else part
+        assert tensor is not None, placement.ours
+        parts = tensor.split(list(placement.rows)) if placement.rows else (tensor,)
+        for name, part in zip(placement.theirs, parts, strict=True):
+            part = part.t() if placement.transpose else part
             # clone: safetensors refuses tensors that share memory (split views, tied weights)
             tensors[name] = part.detach().cpu().contiguous().clone()
     return tensors
@@ -81,10 +81,10 @@ def hf_modules(config: ModelConfig, architecture: Architecture) -> dict[str, HFM
     LoRA adapter of the exported model is keyed by. `lm_head` is named even when tied (it is
     then a transformers Linear sharing the embedding's matrix)."""
     modules = {"lm_head": HFModule(("lm_head",))}
-    for entry in tensor_placements(config, architecture):
-        if entry.ours.endswith(".weight"):
-            theirs = tuple(name.removesuffix(".weight") for name in entry.theirs)
-            modules[entry.ours.removesuffix(".weight")] = HFModule(theirs, entry.rows)
+    for placement in tensor_placements(config, architecture):
+        if placement.ours.endswith(".weight"):
+            theirs = tuple(name.removesuffix(".weight") for name in placement.theirs)
+            modules[placement.ours.removesuffix(".weight")] = HFModule(theirs, placement.rows)
     return modules
 
 
@@ -94,17 +94,19 @@ def from_hf_tensors(
     """Our state dict from transformers' tensors (tied weights stored once, as checkpoints do)."""
     state: dict[str, Tensor] = {}
     used: set[str] = set()
-    for entry in tensor_placements(config, architecture):
-        missing = [name for name in entry.theirs if name not in tensors]
+    for placement in tensor_placements(config, architecture):
+        missing = [name for name in placement.theirs if name not in tensors]
         if missing:
             raise CheckpointError(
                 f"{source} has no tensor {missing[0]}; the weights do not match config.json"
             )
-        used.update(entry.theirs)
-        if entry.is_bias and not config.bias:
+        used.update(placement.theirs)
+        if placement.is_bias and not config.bias:
             continue  # zeros: chosen only when every bias is zero
-        parts = [tensors[name].t() if entry.transpose else tensors[name] for name in entry.theirs]
-        state[entry.ours] = torch.cat(parts) if len(parts) > 1 else parts[0].contiguous()
+        parts = [
+            tensors[name].t() if placement.transpose else tensors[name] for name in placement.theirs
+        ]
+        state[placement.ours] = torch.cat(parts) if len(parts) > 1 else parts[0].contiguous()
     ignored = {"lm_head.weight"} if config.tie_weights else set()
     unexpected = sorted(
         name for name in set(tensors) - used - ignored if not name.endswith(IGNORED_SUFFIXES)
@@ -135,8 +137,8 @@ def hf_config(
         "use_cache": True,
         "dtype": dtype,
     }
-    specific = gpt2_config(config) if architecture == "gpt2" else llama_config(config)
-    return {**common, **specific, HINT_KEY: {"model": dataclasses.asdict(config)}}
+    block_fields = gpt2_config(config) if architecture == "gpt2" else llama_config(config)
+    return {**common, **block_fields, HINT_KEY: {"model": dataclasses.asdict(config)}}
 
 
 def model_config_from_hf(
