@@ -22,10 +22,10 @@ from cli_helpers import serving
 from tinygpt.config import ModelConfig, RunConfig
 from tinygpt.errors import ConfigError
 from tinygpt.model.gpt import GPT
-from tinygpt.serve.app import (
+from tinygpt.serve.app import create_app
+from tinygpt.serve.server import (
     RepeatedErrorFilter,
     bind_socket,
-    create_app,
     make_server,
     quiet_repeated_errors,
 )

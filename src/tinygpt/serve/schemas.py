@@ -4,7 +4,7 @@ Unknown fields are refused (`extra="forbid"`) rather than ignored: a client that
 `logit_bias` or `tools` should learn that they do nothing here. Fields may be null, as OpenAI
 clients sometimes send them; null means the default. Numbers are bounded here (a seed
 torch.Generator cannot take answers 400, not 500), and JSON's NaN and Infinity extensions are
-refused; limits that depend on the server (choices per request) are checked in `app.py`.
+refused; limits that depend on the server (choices per request) are checked in `routes.py`.
 """
 
 from __future__ import annotations

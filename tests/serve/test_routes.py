@@ -1,12 +1,9 @@
-"""The server, end to end: uvicorn in a background thread, the official `openai` client and httpx,
-and the chat page in headless Chromium (Playwright driving Debian's `chromium`, when installed).
+"""The endpoints, end to end: uvicorn in a background thread (conftest's `server`), the
+official `openai` client and httpx.
 """
 
 import logging
-import os
-import shutil
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,72 +11,29 @@ import httpx
 import openai
 import pytest
 import torch
-from cli_helpers import DAILYDIALOG, TINY_DIALOG, serving
 
-from tinygpt.cli import main
 from tinygpt.config import RunConfig
-from tinygpt.errors import ConfigError
 from tinygpt.generate.chat import prompt_format_for
 from tinygpt.generate.decode import without_padding_ids
 from tinygpt.generate.engine import GenerationSettings, stream_text
 from tinygpt.model.gpt import GPT
-from tinygpt.serve.app import bind_socket, create_app, make_server
 from tinygpt.tokenizers.base import Tokenizer
-from tinygpt.train.checkpoint import load_model_from_run
 
-MODEL = "tiny-chat"
-BLOCK_SIZE = 64
+BLOCK_SIZE = 64  # TINY_DIALOG's
 HELLO = [{"role": "user", "content": "Hello!"}]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class Slowdown:
-    """Seconds every forward pass sleeps: makes a generation long enough to walk away from."""
-
-    seconds = 0.0
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[GPT, Tokenizer, RunConfig]:
-    """A chat model trained for seconds on DailyDialog: what the server serves."""
-    if not DAILYDIALOG.is_file():
-        pytest.skip(f"{DAILYDIALOG} is absent")
-    run_dir = tmp_path_factory.mktemp("runs") / "dialog"
-    assert main(["train", "--data", str(DAILYDIALOG), "--out", str(run_dir), *TINY_DIALOG]) == 0
-    return load_model_from_run(run_dir, "best", "cpu")
-
-
-@pytest.fixture(scope="module")
-def server(served: tuple[GPT, Tokenizer, RunConfig]) -> Iterator[str]:
-    """The base URL of a server for the `served` model."""
-    model, tokenizer, config = served
-    forward = model.forward
-
-    def slow_forward(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(Slowdown.seconds)
-        return forward(*args, **kwargs)
-
-    model.forward = slow_forward  # type: ignore[method-assign]
-    uvicorn_server = make_server(create_app(model, tokenizer, config, MODEL), log_level="warning")
-    with serving(uvicorn_server, bind_socket("127.0.0.1", 0)) as url:
-        yield url
-
-
-@pytest.fixture
-def client(server: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server}/v1", api_key="x", max_retries=0, timeout=60)
-
-
-def test_models_lists_the_one_model(client: openai.OpenAI, server: str):
+def test_models_lists_the_one_model(client: openai.OpenAI, server: str, model_name: str):
     (model,) = client.models.list().data
-    assert model.id == MODEL
+    assert model.id == model_name
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
 
 
-def test_completion_streamed_joins_to_the_same_text(client: openai.OpenAI):
-    fields = {"model": MODEL, "prompt": "Hello", "max_tokens": 20, "seed": 3, "temperature": 1}
+def test_completion_streamed_joins_to_the_same_text(client: openai.OpenAI, model_name: str):
+    fields = {"model": model_name, "prompt": "Hello", "max_tokens": 20, "seed": 3, "temperature": 1}
     whole = client.completions.create(**fields)
     (choice,) = whole.choices
     assert choice.finish_reason in ("stop", "length")
@@ -90,14 +44,14 @@ def test_completion_streamed_joins_to_the_same_text(client: openai.OpenAI):
     assert chunks[-1].choices[0].finish_reason == choice.finish_reason
 
 
-def test_chat_completion_streamed_joins_to_the_same_message(client: openai.OpenAI):
+def test_chat_completion_streamed_joins_to_the_same_message(client: openai.OpenAI, model_name: str):
     messages = [
         {"role": "system", "content": "ignored: the dialog format has no place for it"},
         {"role": "user", "content": "Hi!"},
         {"role": "assistant", "content": "Hello."},
         {"role": "user", "content": "How are you?"},
     ]
-    fields = {"model": MODEL, "messages": messages, "max_tokens": 12, "seed": 4}
+    fields = {"model": model_name, "messages": messages, "max_tokens": 12, "seed": 4}
     whole = client.chat.completions.create(**fields)
     (choice,) = whole.choices
     assert choice.message.role == "assistant"
@@ -113,10 +67,10 @@ def test_chat_completion_streamed_joins_to_the_same_message(client: openai.OpenA
     assert chunks[-1].usage == whole.usage
 
 
-def test_a_long_chat_history_is_truncated_not_refused(client: openai.OpenAI):
+def test_a_long_chat_history_is_truncated_not_refused(client: openai.OpenAI, model_name: str):
     history = [{"role": role, "content": "Fine, thanks."} for role in ("user", "assistant") * 20]
     reply = client.chat.completions.create(
-        model=MODEL, messages=[*history, *HELLO], max_tokens=10, seed=1
+        model=model_name, messages=[*history, *HELLO], max_tokens=10, seed=1
     )
     assert reply.usage is not None
     assert reply.usage.prompt_tokens + 10 <= BLOCK_SIZE
@@ -124,10 +78,11 @@ def test_a_long_chat_history_is_truncated_not_refused(client: openai.OpenAI):
 
 def test_choices_are_prompt_major_and_equal_separate_requests_seeded_seed_plus_j(
     client: openai.OpenAI,
+    model_name: str,
 ):
     """Choice j of a prompt draws from seed + j: n choices differ, and each equals the prompt
     sent alone with that seed."""
-    fields = {"model": MODEL, "max_tokens": 12, "temperature": 1.0, "stop": []}
+    fields = {"model": model_name, "max_tokens": 12, "temperature": 1.0, "stop": []}
     reply = client.completions.create(**fields, prompt=["Hi", "Hello"], n=2, seed=5)
     assert [choice.index for choice in reply.choices] == [0, 1, 2, 3]
     texts = [choice.text for choice in reply.choices]
@@ -149,7 +104,7 @@ def model_log_probs(model: GPT, tokenizer: Tokenizer, ids: list[int]) -> torch.T
 
 
 def test_echo_with_logprobs_scores_the_prompt_with_the_models_own_log_softmax(
-    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig]
+    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig], model_name: str
 ):
     """What lm-eval-harness sends to score a text: max_tokens 0 (or 1), echo, logprobs."""
     model, tokenizer, _ = served
@@ -157,7 +112,7 @@ def test_echo_with_logprobs_scores_the_prompt_with_the_models_own_log_softmax(
     ids = tokenizer.encode(prompt)
     expected = model_log_probs(model, tokenizer, ids)
     reply = client.completions.create(
-        model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=2
+        model=model_name, prompt=prompt, max_tokens=0, echo=True, logprobs=2
     )
     (choice,) = reply.choices
     assert choice.text == prompt and choice.logprobs is not None
@@ -177,7 +132,7 @@ def test_echo_with_logprobs_scores_the_prompt_with_the_models_own_log_softmax(
     # the same prompt as token ids, as a harness that tokenizes for itself sends it, with the
     # one greedy token lm-eval asks for: its log-probability is the model's largest
     greedy = client.completions.create(
-        model=MODEL, prompt=[ids], max_tokens=1, echo=True, logprobs=1, temperature=0
+        model=model_name, prompt=[ids], max_tokens=1, echo=True, logprobs=1, temperature=0
     ).choices[0]
     assert greedy.logprobs is not None and len(greedy.logprobs.tokens) == len(ids) + 1
     assert greedy.logprobs.token_logprobs[1:-1] == pytest.approx(logprobs.token_logprobs[1:])
@@ -186,9 +141,11 @@ def test_echo_with_logprobs_scores_the_prompt_with_the_models_own_log_softmax(
     assert max(greedy.logprobs.top_logprobs[-1].values()) == last  # lm-eval's is_greedy
 
 
-def test_streamed_choices_with_logprobs_join_to_the_whole_response(client: openai.OpenAI):
+def test_streamed_choices_with_logprobs_join_to_the_whole_response(
+    client: openai.OpenAI, model_name: str
+):
     fields = {
-        "model": MODEL, "prompt": ["Hi", "Hello"], "n": 2, "seed": 3, "max_tokens": 8,
+        "model": model_name, "prompt": ["Hi", "Hello"], "n": 2, "seed": 3, "max_tokens": 8,
         "echo": True, "logprobs": 2, "stop": [],
     }  # fmt: skip
     whole = client.completions.create(**fields)
@@ -210,11 +167,11 @@ def test_streamed_choices_with_logprobs_join_to_the_whole_response(client: opena
 
 
 def test_chat_logprobs_list_every_drawn_token_with_its_bytes_and_top_alternatives(
-    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig]
+    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig], model_name: str
 ):
     model, tokenizer, _ = served
     fields = {
-        "model": MODEL, "messages": HELLO, "max_completion_tokens": 6, "temperature": 0,
+        "model": model_name, "messages": HELLO, "max_completion_tokens": 6, "temperature": 0,
         "logprobs": True, "top_logprobs": 2, "n": 2,
     }  # fmt: skip
     whole = client.chat.completions.create(**fields)
@@ -246,11 +203,11 @@ def test_chat_logprobs_list_every_drawn_token_with_its_bytes_and_top_alternative
 
 
 def test_presence_and_frequency_penalties_change_the_reply_as_the_engine_defines(
-    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig]
+    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig], model_name: str
 ):
     model, tokenizer, _ = served
     penalties = {"presence_penalty": 1.0, "frequency_penalty": 2.0}
-    fields = {"model": MODEL, "prompt": "Hello", "max_tokens": 20, "temperature": 0}
+    fields = {"model": model_name, "prompt": "Hello", "max_tokens": 20, "temperature": 0}
     penalised = client.completions.create(**fields, **penalties).choices[0].text
     plain = client.completions.create(**fields).choices[0].text
     settings = GenerationSettings(20, temperature=0, **penalties)
@@ -260,14 +217,14 @@ def test_presence_and_frequency_penalties_change_the_reply_as_the_engine_defines
 
 @pytest.mark.parametrize("prompt", ["Hello", "Hello! " * 15])
 def test_a_completion_past_the_context_slides_as_tinygpt_sample_does(
-    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig], prompt: str
+    client: openai.OpenAI, served: tuple[GPT, Tokenizer, RunConfig], prompt: str, model_name: str
 ):
     """A reply longer than the context, from a short prompt or one longer than the context:
     what `tinygpt sample` (stream_text) gives, once refused with 400."""
     model, tokenizer, _ = served
     tokens = BLOCK_SIZE + 20
     reply = client.completions.create(
-        model=MODEL, prompt=prompt, max_tokens=tokens, temperature=0,
+        model=model_name, prompt=prompt, max_tokens=tokens, temperature=0,
         extra_body={"min_tokens": tokens},  # no end-of-text before the context is passed
     )  # fmt: skip
     assert reply.usage is not None and reply.usage.completion_tokens == tokens
@@ -349,10 +306,10 @@ def test_a_message_that_cannot_fit_says_the_context_is_exceeded(server: str):
     assert error["code"] == "context_length_exceeded"
 
 
-def test_eight_concurrent_streaming_clients_all_finish(client: openai.OpenAI):
+def test_eight_concurrent_streaming_clients_all_finish(client: openai.OpenAI, model_name: str):
     def chat(seed: int) -> tuple[str, str | None]:
         stream = client.chat.completions.create(
-            model=MODEL, messages=HELLO, max_tokens=20, seed=seed, stream=True
+            model=model_name, messages=HELLO, max_tokens=20, seed=seed, stream=True
         )
         chunks = list(stream)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -367,114 +324,32 @@ def test_eight_concurrent_streaming_clients_all_finish(client: openai.OpenAI):
 
 
 def test_a_client_that_leaves_mid_stream_frees_the_worker(
-    client: openai.OpenAI, server: str, caplog: pytest.LogCaptureFixture
+    client: openai.OpenAI,
+    server: str,
+    caplog: pytest.LogCaptureFixture,
+    model_name: str,
+    slowdown: type,
 ):
-    Slowdown.seconds = 0.05  # 60 tokens would take 3 s
+    slowdown.seconds = 0.05  # 60 tokens would take 3 s
     try:
         with caplog.at_level(logging.INFO, logger="tinygpt.serve.worker"):
             stream = client.completions.create(
-                model=MODEL, prompt="Hi", max_tokens=60, stream=True, stop=[]
+                model=model_name, prompt="Hi", max_tokens=60, stream=True, stop=[]
             )
             next(iter(stream))
             health = httpx.get(f"{server}/health").json()
             assert (health["running"], health["waiting"]) == (1, 0)
             stream.close()
-            after = client.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
+            after = client.completions.create(model=model_name, prompt="Hi", max_tokens=2)
     finally:
-        Slowdown.seconds = 0.0
+        slowdown.seconds = 0.0
     assert after.choices[0].finish_reason in ("stop", "length")
     stopped = [r.getMessage() for r in caplog.records if "client gone" in r.getMessage()]
     assert len(stopped) == 1
     assert int(stopped[0].split("after ")[1].split()[0]) < 60
 
 
-def test_the_chat_page_is_self_contained(server: str):
-    response = httpx.get(server)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    page = response.text
-    assert "v1/chat/completions" in page and "getReader()" in page
-    assert "<script src" not in page and "https://" not in page  # no CDN
-
-
-def chromium_path() -> str:
-    """Debian's Chromium (`apt-get install chromium`); CI installs it and sets
-    TINYGPT_BROWSER_TESTS=required, so there a missing browser fails instead of skipping."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("TINYGPT_BROWSER_TESTS") == "required":
-            pytest.fail("TINYGPT_BROWSER_TESTS=required but no chromium is on PATH")
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
-    return path
-
-
-# the closed network refuses Chromium's background connections; these flags stop it trying
-CHROMIUM_FLAGS = [
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
-
-# every text the reply shows while it streams, recorded in the page
-RECORD_REPLY = """() => {
-  window.replyStates = [];
-  new MutationObserver(() => {
-    const bot = document.querySelector(".turn.bot");
-    if (bot) window.replyStates.push(bot.textContent);
-  }).observe(document.getElementById("log"),
-             {subtree: true, childList: true, characterData: true});
-}"""
-
-
-def test_the_chat_page_streams_a_reply_in_headless_chromium(client: openai.OpenAI, server: str):
-    from playwright.sync_api import sync_playwright
-
-    executable = chromium_path()
-    greedy = client.chat.completions.create(
-        model=MODEL, messages=HELLO, temperature=0, max_tokens=20
-    )
-    expected = greedy.choices[0].message.content
-    assert expected
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page()
-            page.goto(server)
-            page.wait_for_function(f"document.getElementById('model').textContent === '{MODEL}'")
-            page.fill("#temperature", "0")
-            page.fill("#max_tokens", "20")
-            page.evaluate(RECORD_REPLY)
-            Slowdown.seconds = 0.01  # tokens arrive apart, as from a bigger model
-            try:
-                page.fill("#message", "Hello!")
-                page.click("#send")
-                page.wait_for_function("!document.getElementById('send').disabled", timeout=60_000)
-            finally:
-                Slowdown.seconds = 0.0
-            shown = page.text_content(".turn.bot")
-            user_turn = page.text_content(".turn.user")
-            states = [s for s in page.evaluate("window.replyStates") if s]
-        finally:
-            browser.close()
-    assert user_turn == "Hello!"
-    assert shown == expected  # the page sends what the API gets and joins the stream right
-    assert len(set(states)) >= 2 and all(expected.startswith(s) for s in states)  # it streamed
-
-
 def test_unknown_paths_answer_in_the_error_shape(server: str):
     response = httpx.get(f"{server}/v1/nothing")
     assert response.status_code == 404
     error_of(response)
-
-
-def test_a_taken_port_is_one_clear_error():
-    taken = bind_socket("127.0.0.1", 0)
-    port = taken.getsockname()[1]
-    try:
-        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
-            bind_socket("127.0.0.1", port)
-    finally:
-        taken.close()
