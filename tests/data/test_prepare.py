@@ -17,7 +17,7 @@ from tinygpt.data.prepare import (
     prepare_dataset,
     with_prepared_settings,
 )
-from tinygpt.data.sources import read_source
+from tinygpt.data.sources.builtin import read_builtin_corpus
 from tinygpt.errors import DataError
 from tinygpt.presets import get_preset
 from tinygpt.tokenizers.base import load_tokenizer
@@ -296,7 +296,7 @@ def test_prepared_data_of_another_vocabulary_is_refused(corpus: Path, cache_dir:
 
 def shakespeare_lines() -> list[str]:
     """Lines of real text, without the blank lines that the char tokenizer's separator is."""
-    return [line for line in read_source("tinyshakespeare").text[:200_000].splitlines() if line]
+    return [line for line in read_builtin_corpus("tinyshakespeare").text[:200_000].splitlines() if line]
 
 
 def big_files() -> list[str]:
