@@ -13,6 +13,8 @@ from tinygpt.tokenizers.sentencepiece_bpe import SentencePieceTokenizer
 
 # <repo>/../shared/data: real corpora kept outside the repository
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# small dialog corpora written for the tests, in the layouts of the real ones
+DIALOG_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dialogs"
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +23,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def dialog_fixtures() -> Path:
+    """Small dialog corpora written for the tests (tests/fixtures/dialogs), so that dialog tests
+    run without ../shared/data: `dailydialog/` in DailyDialog's layout (train/, validation/ and
+    test/ folders of `__eou__` lines: 50, 10 and 3 dialogues, act and emotion label files beside
+    them) and `prosocial_dialog/examples.json`, two ProSocial Dialog dialogues (3 and 2 turns) as
+    one object of columns."""
+    return DIALOG_FIXTURES
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -78,10 +90,10 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def small_text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 40,000 characters of the built-in TinyShakespeare: real text, quick to train on."""
-    from tinygpt.data.sources import read_source
+    from tinygpt.data.sources.builtin import read_builtin_corpus
 
     path = tmp_path_factory.mktemp("text") / "shakespeare_head.txt"
-    path.write_text(read_source("tinyshakespeare").text[:40_000], encoding="utf-8")
+    path.write_text(read_builtin_corpus("tinyshakespeare").text[:40_000], encoding="utf-8")
     return path
 
 

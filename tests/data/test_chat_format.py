@@ -56,7 +56,7 @@ class SpecialWordTokenizer(Tokenizer):
         return cls()
 
 
-def test_render_text_is_seed_002_format():
+def test_render_text_is_the_dialog_spec_format():
     assert render_text(CONVERSATION) == RENDERED
     assert render_text(Conversation((("a", "b"),))) == "<s> User: a <sep> Bot: b </s>"
 

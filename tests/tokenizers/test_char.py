@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinygpt.config import DataConfig
+from tinygpt.data.sources.builtin import read_builtin_corpus
 from tinygpt.errors import CheckpointError, DataError
 from tinygpt.tokenizers.base import build_tokenizer, load_tokenizer
 from tinygpt.tokenizers.char import CharTokenizer
@@ -126,8 +127,8 @@ def test_train_on_empty_text_raises():
         CharTokenizer.train("")
 
 
-def test_tinyshakespeare_vocab_is_nanogpts(shared_data: Path):
-    text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+def test_tinyshakespeare_vocab_is_nanogpts():
+    text = read_builtin_corpus("tinyshakespeare").text  # the same text as nanoGPT's input.txt
     tokenizer = CharTokenizer.train(text)
     assert tokenizer.vocab_size == 65
     assert "".join(tokenizer.chars) == NANOGPT_SHAKESPEARE_CHARS

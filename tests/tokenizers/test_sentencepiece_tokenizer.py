@@ -1,4 +1,4 @@
-"""SentencePiece BPE with byte fallback (seed 002's tokenizer)."""
+"""SentencePiece BPE with byte fallback (the dialog-chatbot spec's tokenizer)."""
 
 from __future__ import annotations
 

@@ -8,27 +8,38 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
-from tinygpt.tokenizers.bpe import BPETokenizer
 from tinygpt.tokenizers.char import CharTokenizer
-from tinygpt.tokenizers.sentencepiece_bpe import SentencePieceTokenizer
 from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
 
 KINDS = ["char", "bpe", "sentencepiece", "gpt2"]
 
 
+class Tokenizers:
+    """The tokenizer of each kind, made when a test first asks for it: GPT-2's needs its BPE
+    files from ../shared/data, so only the gpt2 cases skip where those are absent."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.request = request
+        self.made: dict[str, Tokenizer] = {}
+
+    def __getitem__(self, kind: str) -> Tokenizer:
+        if kind not in self.made:
+            self.made[kind] = self._make(kind)
+        return self.made[kind]
+
+    def _make(self, kind: str) -> Tokenizer:
+        if kind == "gpt2":
+            shared_data: Path = self.request.getfixturevalue("shared_data")
+            return GPT2Tokenizer.load(str(shared_data / "gpt2_bpe"))
+        if kind == "char":
+            documents: list[str] = self.request.getfixturevalue("training_documents")
+            return CharTokenizer.train("".join(documents[:50]))
+        return self.request.getfixturevalue("bpe" if kind == "bpe" else "spiece")
+
+
 @pytest.fixture(scope="module")
-def tokenizers(
-    training_documents: list[str],
-    bpe: BPETokenizer,
-    spiece: SentencePieceTokenizer,
-    shared_data: Path,
-) -> dict[str, Tokenizer]:
-    return {
-        "char": CharTokenizer.train("".join(training_documents[:50])),
-        "bpe": bpe,
-        "sentencepiece": spiece,
-        "gpt2": GPT2Tokenizer.load(str(shared_data / "gpt2_bpe")),
-    }
+def tokenizers(request: pytest.FixtureRequest) -> Tokenizers:
+    return Tokenizers(request)
 
 
 def stream(tokenizer: Tokenizer, ids: list[int]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Conversations as training text, in seed 002's format: `<s> User: ... <sep> Bot: ... </s>`.
+"""Conversations as training text, in the format of the dialog-chatbot spec (docs/specs.md):
+`<s> User: ... <sep> Bot: ... </s>`.
 
 One turn renders as `<s> User: {user} <sep> Bot: {bot} </s>`: every marker is set off from the
 text beside it by exactly one space, and the turns of a conversation are joined by a newline.

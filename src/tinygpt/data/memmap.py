@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tinygpt.data.prepare import TOKEN_DTYPES
+from tinygpt.data.prepare.meta import TOKEN_DTYPES
 from tinygpt.errors import DataError
 from tinygpt.model.loss import IGNORE_INDEX
 

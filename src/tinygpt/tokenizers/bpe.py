@@ -24,7 +24,8 @@ from tinygpt.tokenizers.base import Tokenizer
 logger = logging.getLogger(__name__)
 
 EOT_TOKEN = "<|endoftext|>"
-# ids 0..5 in this order; the dialog markers are seed 002's `<s> User: ... <sep> Bot: ... </s>`
+# ids 0..5 in this order; the dialog markers are the chat format's (data/chat_format.py)
+# `<s> User: ... <sep> Bot: ... </s>`
 SPECIAL_TOKENS = (EOT_TOKEN, "<s>", "</s>", "<sep>", "<pad>", "<unk>")
 # encode_array's pieces: all three libraries encode 32k-character pieces 2-4x faster than one
 # long string (measured on TinyStories), and a 2 MB text still spreads over every core

@@ -1,4 +1,5 @@
-"""SentencePiece BPE with byte fallback, trained on the corpus (seed 002's tokenizer).
+"""SentencePiece BPE with byte fallback, trained on the corpus (the tokenizer of the dialog-chatbot
+spec, docs/specs.md).
 
 Identity normalization, no dummy prefix and kept whitespace make decode(encode(text)) == text for
 any text: characters outside the vocabulary fall back to their UTF-8 bytes. SentencePiece writes a
@@ -21,8 +22,9 @@ from tinygpt.tokenizers.base import Tokenizer
 from tinygpt.tokenizers.bpe import checked_ids, cpu_threads, encode_in_chunks
 
 PAD, UNK, BOS, EOS, SEP = "<pad>", "<unk>", "<s>", "</s>", "<sep>"
-# Seed 002's dialog format is `<s> User: ... <sep> Bot: ... </s>`. <sep> is a control symbol, like
-# <s> and </s>, so that its id is fixed (the first after those four) and text never produces it.
+# The chat format (data/chat_format.py) is `<s> User: ... <sep> Bot: ... </s>`. <sep> is a control
+# symbol, like <s> and </s>, so that its id is fixed (the first after those four) and text never
+# produces it.
 SPECIAL_TOKENS = {PAD: 0, UNK: 1, BOS: 2, EOS: 3, SEP: 4}
 SPACE_PIECE = "\u2581"
 MAX_SENTENCE_CHARS = 1 << 14  # longer lines are cut: sentencepiece would skip them whole

@@ -1,9 +1,9 @@
+"""http(s) sources from a local server (sources/download.py)."""
+
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,106 +14,8 @@ from pathlib import Path
 import pytest
 
 from tinygpt.config import DataConfig
-from tinygpt.data.sources import default_cache_dir, open_corpus, read_source, split_documents
+from tinygpt.data.sources import open_corpus
 from tinygpt.errors import DataError
-
-TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-
-
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("TINYGPT_CACHE_DIR", str(cache))
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)  # the local test server must be reached directly
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    return cache
-
-
-def test_default_cache_dir_follows_the_environment(cache_dir: Path):
-    assert default_cache_dir() == cache_dir
-
-
-def test_builtin_tinyshakespeare_is_the_recorded_corpus():
-    source = read_source("tinyshakespeare")
-    assert len(source.text) == 1_115_394
-    assert source.sha256 == TINYSHAKESPEARE_SHA256
-    assert source.text.startswith("First Citizen:\n")
-    assert "tinyshakespeare" in source.origin
-
-
-def test_builtin_corpus_matches_the_shared_copy(shared_data: Path):
-    expected = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
-    assert read_source("tinyshakespeare").text == expected
-
-
-def test_local_file_is_read_unchanged_except_for_a_bom(tmp_path: Path):
-    path = tmp_path / "corpus.txt"
-    text = "line one\r\nline two\n\ttabs and é  \n"
-    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    source = read_source(str(path))
-    assert source.text == text
-    assert source.sha256 == hashlib.sha256(text.encode("utf-8")).hexdigest()
-    assert source.origin == str(path)
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (None, "does not exist"),
-        (b"", "is empty"),
-        (b" \n\t\n", "only whitespace"),
-        (b"text\x00\x01\x02 more", "looks binary"),
-        (b"caf\xc3\xa9 and caf\xe9", "not valid UTF-8 (bad byte at offset 13)"),
-        (b"\xef\xbb\xbfcaf\xe9", "not valid UTF-8 (bad byte at offset 6)"),
-    ],
-)
-def test_bad_local_files_raise_a_data_error(tmp_path: Path, content: bytes | None, message: str):
-    path = tmp_path / "input.txt"
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(DataError, match=re.escape(message)) as err:
-        read_source(str(path))
-    assert str(path) in str(err.value)
-    assert "\n" not in str(err.value)
-
-
-def test_a_directory_raises_a_data_error(tmp_path: Path):
-    with pytest.raises(DataError, match="is a directory"):
-        read_source(str(tmp_path))
-
-
-@pytest.mark.parametrize(
-    "content",
-    [None, b"", b" \n", b"a\x00b", b"caf\xc3\xa9 caf\xe9", b"\xef\xbb\xbfcaf\xe9", b"caf\xc3"],
-    ids=["missing", "empty", "whitespace", "binary", "latin1", "bom-latin1", "cut-character"],
-)
-def test_open_corpus_reports_bad_files_as_read_source_does(tmp_path: Path, content: bytes | None):
-    path = tmp_path / "input.txt"
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(DataError) as expected:
-        read_source(str(path))
-    message = str(expected.value).split(";")[0]  # the fix hint lists more source kinds
-    with pytest.raises(DataError, match=re.escape(message)):
-        open_corpus(DataConfig(source=str(path)))
-
-
-@pytest.mark.parametrize(
-    ("text", "documents"),
-    [
-        ("one text\n\nwith paragraphs\n", ["one text\n\nwith paragraphs\n"]),
-        ("<|endoftext|>\na\n<|endoftext|>\n\n<|endoftext|>\nb", ["a", "b"]),
-        ("a\n  <|endoftext|>  \nb\n", ["a", "b"]),
-        ("a <|endoftext|> b\n", ["a <|endoftext|> b\n"]),  # not alone on its line
-    ],
-)
-def test_split_documents_on_endoftext_lines_only(text: str, documents: list[str]):
-    assert list(split_documents(io.StringIO(text, newline=""))) == documents
-
-
-# ----------------------------------------------------------------------------------------------
-# Downloads from a local server
 
 
 @dataclass
@@ -123,6 +25,12 @@ class Server:
 
 
 CORPUS = "To be, or not to be: that is the question.\n" * 100
+
+
+def downloaded_text(url: str) -> str:
+    """The one document of a URL source without separators: the downloaded text."""
+    (document,) = open_corpus(DataConfig(source=url)).documents("train")
+    return document
 
 
 @pytest.fixture
@@ -156,9 +64,9 @@ def server() -> Iterator[Server]:
 
 def test_url_is_downloaded_once_and_reused(server: Server, cache_dir: Path):
     url = f"{server.base_url}/corpus.txt"
-    first = read_source(url)
-    second = read_source(url)
-    assert first.text == second.text == CORPUS
+    first = open_corpus(DataConfig(source=url))
+    second = open_corpus(DataConfig(source=url))
+    assert list(first.documents("train")) == list(second.documents("train")) == [CORPUS]
     assert first.origin == url
     assert server.requests == ["/corpus.txt"]
     downloads = sorted(p.name for p in (cache_dir / "downloads").iterdir())
@@ -166,7 +74,7 @@ def test_url_is_downloaded_once_and_reused(server: Server, cache_dir: Path):
     assert downloads[0].endswith("-corpus.txt")
     record = json.loads((cache_dir / "downloads" / downloads[1]).read_text(encoding="utf-8"))
     assert record["url"] == url
-    assert record["sha256"] == first.sha256
+    assert record["sha256"] == hashlib.sha256(CORPUS.encode("utf-8")).hexdigest()
     assert record["bytes"] == len(CORPUS.encode("utf-8"))
     assert "downloaded_at" in record
 
@@ -182,17 +90,17 @@ def test_url_corpus_is_downloaded_once(server: Server):
 
 def test_a_corrupted_download_is_fetched_again(server: Server, cache_dir: Path):
     url = f"{server.base_url}/corpus.txt"
-    read_source(url)
+    open_corpus(DataConfig(source=url))
     (cached,) = (cache_dir / "downloads").glob("*-corpus.txt")
     cached.write_text("truncated", encoding="utf-8")
-    assert read_source(url).text == CORPUS
+    assert downloaded_text(url) == CORPUS
     assert len(server.requests) == 2
 
 
 def test_http_404_raises_a_data_error(server: Server, cache_dir: Path):
     url = f"{server.base_url}/missing.txt"
     with pytest.raises(DataError, match="HTTP 404 Not Found") as err:
-        read_source(url)
+        open_corpus(DataConfig(source=url))
     assert url in str(err.value)
     assert not list((cache_dir / "downloads").iterdir())  # no partial file left behind
 
@@ -202,7 +110,7 @@ def test_unreachable_server_raises_a_data_error():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(DataError, match="could not download"):
-        read_source(f"http://127.0.0.1:{port}/corpus.txt")
+        open_corpus(DataConfig(source=f"http://127.0.0.1:{port}/corpus.txt"))
 
 
 def test_a_broken_download_resumes_where_it_stopped(cache_dir: Path):
@@ -232,8 +140,8 @@ def test_a_broken_download_resumes_where_it_stopped(cache_dir: Path):
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/corpus.txt"
         with pytest.raises(DataError, match="run again to resume"):
-            read_source(url)
-        assert read_source(url).text == CORPUS
+            open_corpus(DataConfig(source=url))
+        assert downloaded_text(url) == CORPUS
     finally:
         httpd.shutdown()
         httpd.server_close()
