@@ -56,7 +56,8 @@ from train_speed_report import (
     summarize,
 )
 
-from tinygpt.config import RunConfig, apply_overrides
+from tinygpt.config import RunConfig
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.presets import baby_shakespeare
 from tinygpt.run.metrics import read_metrics
 from tinygpt.runtime import DTYPES, describe_cpu, measure_matmul_peak

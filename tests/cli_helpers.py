@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tinygpt.cli import main
-from tinygpt.serve.app import url_of
+from tinygpt.serve.server import url_of
 
 # DailyDialog's validation file in shared/data, beside the checkout
 DAILYDIALOG = (

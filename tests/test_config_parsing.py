@@ -185,7 +185,7 @@ def test_max_iters_given_drops_the_lower_layers_epochs():
 
 def test_epochs_given_wins_over_a_lower_max_iters():
     """The run's length then follows the data: steps_for_epochs turns epochs into steps."""
-    from tinygpt.train.loop import steps_for_epochs
+    from tinygpt.run.sizing import steps_for_epochs
 
     config = given(get_preset("baby-shakespeare"), epochs=2)
     assert config.train.epochs == 2

@@ -184,7 +184,7 @@ def test_the_memory_check_counts_fsdps_shards(monkeypatch):
     elements = config.model.tensor_elements()
     monkeypatch.setattr("tinygpt.runtime.free_memory", lambda device: 8 * elements)  # < 16 B
     monkeypatch.setenv("WORLD_SIZE", "4")
-    from tinygpt.train.loop import check_training_fits
+    from tinygpt.train.start import check_training_fits
 
     check_training_fits(resolve_train_config("gptiny", None, {"distributed": "fsdp"}))
     with pytest.raises(ConfigError, match="GiB, more than"):

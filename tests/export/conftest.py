@@ -11,9 +11,10 @@ import torch
 
 from tinygpt.config import DataConfig, ModelConfig, RunConfig
 from tinygpt.model.gpt import GPT
+from tinygpt.run.checkpoint import save_checkpoint
+from tinygpt.run.directory import create_run_dir
 from tinygpt.tokenizers.base import Tokenizer
 from tinygpt.tokenizers.char import CharTokenizer
-from tinygpt.train.checkpoint import create_run_dir, save_checkpoint
 
 SAMPLE_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll: Speak, speak!"
 TINY = {"block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 32, "dropout": 0.0}

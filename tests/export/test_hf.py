@@ -15,8 +15,9 @@ from transformers import GPT2Tokenizer as HFGPT2Tokenizer
 
 from tinygpt.generate.decode import sample_tokens
 from tinygpt.model.gpt import GPT
+from tinygpt.run.directory import read_run_config_dict
+from tinygpt.run.load import load_checkpoint, load_model_from_run
 from tinygpt.tokenizers.tiktoken_gpt2 import GPT2Tokenizer
-from tinygpt.train.checkpoint import load_checkpoint, load_model_from_run, read_run_config_dict
 
 LLAMA = {"norm": "rmsnorm", "position": "rope", "ffn": "swiglu", "bias": False}
 VARIANTS = {

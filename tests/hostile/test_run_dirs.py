@@ -29,22 +29,20 @@ import pytest
 import torch
 from cli_helpers import TINY, assert_one_line_error, run_cli
 
-from tinygpt.config import DataConfig, ModelConfig, RunConfig, apply_overrides
+from tinygpt.atomic_files import temporary_name_pattern
+from tinygpt.config import DataConfig, ModelConfig, RunConfig
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.data.prepare import dataset_key, prepare_dataset
 from tinygpt.data.sources import open_corpus
 from tinygpt.directories import DirectoryLock, sibling_lock_file
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.gpt import GPT
+from tinygpt.run.checkpoint import save_checkpoint
+from tinygpt.run.directory import create_run_dir, lock_run
+from tinygpt.run.load import load_checkpoint, load_model_from_run
 from tinygpt.tokenizers.char import CharTokenizer
-from tinygpt.train import loop
-from tinygpt.train.checkpoint import (
-    create_run_dir,
-    load_checkpoint,
-    load_model_from_run,
-    lock_run,
-    save_checkpoint,
-)
-from tinygpt.train.loop import resume_run, start_run
+from tinygpt.train import loop, start
+from tinygpt.train.start import resume_run, start_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -455,7 +453,7 @@ def test_sigterm_while_a_train_command_starts_exits_like_ctrl_c(
         raise AssertionError("SIGTERM did not interrupt")
 
     previous = signal.signal(signal.SIGTERM, default_action)
-    monkeypatch.setattr(loop, "start_run", terminated)
+    monkeypatch.setattr(start, "start_run", terminated)
     try:
         code, _, err = run_cli(capsys, "train", "--data", small_text_file, "--out", tmp_path / "r")
     finally:
@@ -517,17 +515,19 @@ def test_a_full_disk_is_one_line_and_resume_frees_what_a_killed_write_left(
     message = str(error.value)
     assert "step-0000001" in message and "No space left on device" in message
     assert "the last checkpoint, step-0000000, is intact" in message
-    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+    assert not list((run_dir / "checkpoints").glob(temporary_name_pattern()))
     trainer.run_lock.release()
 
     # a write killed on a full disk leaves its temporary; the disk stays full without the filler
     (small_disk / "filler").unlink()
-    leftover = run_dir / "checkpoints" / ".tmp-step-0000001-99999"
+    leftover = run_dir / "checkpoints" / ".step-0000001.tmp-x1y2z3"
+    older_leftover = run_dir / "checkpoints" / ".tmp-step-0000001-99999"  # tinygpt <= 0.1's name
+    older_leftover.mkdir()
     leftover.mkdir()
     fill(leftover / "train_state.pt", leave=64 << 10)
     result = resume_run(run_dir).fit()
     assert (result.stop_reason, result.step) == ("completed", 4)
-    assert not leftover.exists()
+    assert not leftover.exists() and not older_leftover.exists()
 
 
 # ----------------------------------------------------------------------------------------------

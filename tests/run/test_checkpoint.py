@@ -7,7 +7,7 @@ from cli_helpers import saved_step_names
 
 from tinygpt import atomic_files
 from tinygpt.atomic_files import temporary_name_pattern
-from tinygpt.config import apply_overrides
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.errors import CheckpointError
 from tinygpt.run.checkpoint import save_checkpoint
 from tinygpt.run.load import load_checkpoint, load_weights_into

@@ -2,7 +2,8 @@
 
 import pytest
 
-from tinygpt.config import RunConfig, apply_overrides
+from tinygpt.config import RunConfig
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.errors import ConfigError
 from tinygpt.run.sizing import steps_for_epochs, tokens_per_step, with_vocab_size
 

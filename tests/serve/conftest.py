@@ -12,10 +12,10 @@ from cli_helpers import DAILYDIALOG, TINY_DIALOG, serving
 from tinygpt.cli import main
 from tinygpt.config import RunConfig
 from tinygpt.model.gpt import GPT
+from tinygpt.run.load import load_model_from_run
 from tinygpt.serve.app import create_app
 from tinygpt.serve.server import bind_socket, make_server
 from tinygpt.tokenizers.base import Tokenizer
-from tinygpt.train.checkpoint import load_model_from_run
 
 SERVED_MODEL_NAME = "tiny-chat"
 

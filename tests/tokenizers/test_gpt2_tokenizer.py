@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinygpt.errors import CheckpointError, DataError
+from tinygpt.run.directory import sha256_of
 from tinygpt.tokenizers.base import StreamDecoder, load_tokenizer
 from tinygpt.tokenizers.bpe import encode_in_chunks
 from tinygpt.tokenizers.tiktoken_gpt2 import (
@@ -20,7 +21,6 @@ from tinygpt.tokenizers.tiktoken_gpt2 import (
     VOCAB_BPE_SHA256,
     GPT2Tokenizer,
 )
-from tinygpt.train.checkpoint import sha256_of
 
 # fixtures are function-scoped, and the tokenizer (cached per folder) is the same in every example
 CHARACTERS = st.sampled_from(list("ab \n\t.é😀")) | st.characters(codec="utf-8")

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinygpt.config import RunConfig, apply_overrides
+from tinygpt.config import RunConfig
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.train.loop import Trainer
 from tinygpt.train.start import start_run
 

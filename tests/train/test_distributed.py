@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinygpt.cli import main, resolve_train_config
+from tinygpt.cli import main
+from tinygpt.config_parsing import resolve_train_config
 from tinygpt.data.memmap import BatchSampler
 from tinygpt.run.load import load_checkpoint
 from tinygpt.run.metrics import read_metrics

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from tinygpt.config import apply_overrides
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.model.gpt import GPT
-from tinygpt.train.loop import start_run
 from tinygpt.train.memory import saved_for_backward
+from tinygpt.train.start import start_run
 
 VARIANTS = {
     "baseline": {},

@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 
-from tinygpt.config import apply_overrides
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.model.dropout import Dropout
 from tinygpt.run.load import load_checkpoint

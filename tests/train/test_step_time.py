@@ -2,7 +2,7 @@
 
 import math
 
-from tinygpt.config import apply_overrides
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.data.prepare import prepare_dataset, with_prepared_settings
 from tinygpt.run.sizing import with_vocab_size
 from tinygpt.train.step_time import time_train_steps

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from tinygpt.config import apply_overrides
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.run.load import load_model_from_run
 from tinygpt.run.metrics import read_metrics
 from tinygpt.train.start import resume_run, start_run

@@ -101,7 +101,8 @@ def add_compare_command(commands: Commands) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from tinygpt.directories import check_output_dir
-    from tinygpt.eval.evaluate import REPORT_FILES, evaluate_run, write_report
+    from tinygpt.eval.evaluate import evaluate_run
+    from tinygpt.eval.report import REPORT_FILES, write_report
 
     out = args.out or args.run_dir / "eval"
     check_output_dir(out, REPORT_FILES)  # before the evaluation, not after
@@ -139,7 +140,8 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from tinygpt.eval.compare import Budget, CompareInterrupted, run_comparison
+    from tinygpt.compare.budget import Budget
+    from tinygpt.compare.runner import CompareInterrupted, run_comparison
 
     budget = Budget(tokens=args.tokens, minutes=args.minutes)
     command = _compare_command(args)

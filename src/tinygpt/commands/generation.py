@@ -210,7 +210,8 @@ def _chosen(value: Any, default: Any) -> Any:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from tinygpt.serve.app import bind_socket, create_app, make_server, url_of
+    from tinygpt.serve.app import create_app
+    from tinygpt.serve.server import bind_socket, make_server, url_of
 
     model, tokenizer, config, _ = load_run(args)
     if args.precision is not None:

@@ -34,8 +34,8 @@ def add_run_flags(
 
 def load_run(args: argparse.Namespace) -> LoadedRun:
     """RUN_DIR's --checkpoint on --device (its shape checked against free memory first)."""
+    from tinygpt.run.load import load_model_from_run
     from tinygpt.runtime import resolve_device
-    from tinygpt.train.checkpoint import load_model_from_run
 
     device = resolve_device(args.device)
     model, tokenizer, config = load_model_from_run(args.run_dir, args.checkpoint, device)

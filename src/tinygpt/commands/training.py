@@ -80,7 +80,8 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from tinygpt.train.loop import raise_interrupt_on_sigterm, resume_run, start_run
+    from tinygpt.train.start import resume_run, start_run
+    from tinygpt.train.stopping import raise_interrupt_on_sigterm
 
     raise_interrupt_on_sigterm()  # a `kill` before training starts unwinds like Ctrl-C
     overrides = field_overrides(args)
@@ -149,8 +150,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def run_plot(args: argparse.Namespace) -> int:
     from tinygpt.eval.loss_curve import plot_loss_curve
-    from tinygpt.train.checkpoint import read_run_info
-    from tinygpt.train.loop import read_metrics
+    from tinygpt.run.directory import read_run_info
+    from tinygpt.run.metrics import read_metrics
 
     read_run_info(args.run_dir)
     out = args.out or args.run_dir / "loss.png"

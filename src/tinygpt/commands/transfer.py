@@ -100,7 +100,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import_hf(args: argparse.Namespace) -> int:
-    from tinygpt.export.hf import import_hf
+    from tinygpt.export.hf_import import import_hf
 
     result = import_hf(args.hf_dir, args.out)
     print(

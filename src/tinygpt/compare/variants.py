@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinygpt.config import RunConfig, apply_overrides, load_toml_overrides
+from tinygpt.config import RunConfig
+from tinygpt.config_parsing import apply_overrides, load_toml_overrides
 from tinygpt.data.prepare import PreparedData, prepare_dataset, with_prepared_settings
 from tinygpt.errors import ConfigError
 from tinygpt.presets import DEFAULT_PRESET, PRESETS, get_preset

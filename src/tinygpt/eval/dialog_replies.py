@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from tinygpt.config import DataConfig
 from tinygpt.data.chat_format import BOS, EOS, Conversation, history_prompt
-from tinygpt.data.prepare import _is_validation
+from tinygpt.data.prepare import is_validation
 from tinygpt.data.sources import open_corpus
 from tinygpt.eval.report import EvalReport
 from tinygpt.generate.engine import GenerationSettings, stream_text
@@ -68,7 +68,7 @@ def split_conversations(data: DataConfig, split: str) -> Iterator[Conversation]:
         documents = (
             document
             for index, document in enumerate(corpus.documents("train"))
-            if _is_validation(index, data.val_fraction) == (split == "val")
+            if is_validation(index, data.val_fraction) == (split == "val")
         )
     return (document for document in documents if isinstance(document, Conversation))
 

@@ -16,7 +16,8 @@ from typing import Any
 from safetensors.torch import save as save_safetensors
 
 from tinygpt.atomic_files import publish_directory, write_synced
-from tinygpt.config import RunConfig, config_from_dict
+from tinygpt.config import RunConfig
+from tinygpt.config_parsing import config_from_dict
 from tinygpt.directories import check_output_dir
 from tinygpt.errors import ConfigError
 from tinygpt.export.hf_blocks import HF_CLASSES, hf_architecture
@@ -28,7 +29,8 @@ from tinygpt.export.hf_layout import (
     to_hf_tensors,
 )
 from tinygpt.export.hf_tokenizer import export_tokenizer
-from tinygpt.train.checkpoint import load_model_from_run, read_run_config_dict
+from tinygpt.run.directory import read_run_config_dict
+from tinygpt.run.load import load_model_from_run
 
 
 @dataclass(frozen=True)

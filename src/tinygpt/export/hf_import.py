@@ -29,13 +29,9 @@ from tinygpt.export.hf_layout import (
 )
 from tinygpt.export.hf_tokenizer import import_tokenizer
 from tinygpt.model.gpt import GPT
-from tinygpt.train.checkpoint import (
-    check_new_run_dir,
-    create_run_dir,
-    load_weights_into,
-    read_json_object,
-    save_checkpoint,
-)
+from tinygpt.run.checkpoint import save_checkpoint
+from tinygpt.run.directory import check_new_run_dir, create_run_dir, read_json_object
+from tinygpt.run.load import load_weights_into
 
 
 @dataclass(frozen=True)

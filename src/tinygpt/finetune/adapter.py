@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from tinygpt.atomic_files import write_bytes_atomic
 from tinygpt.config import ModelConfig
 from tinygpt.errors import CheckpointError
-from tinygpt.export.hf import HFModule, hf_export_problems, hf_modules, refusal
+from tinygpt.export.hf_blocks import hf_export_problems, refusal
+from tinygpt.export.hf_layout import HFModule, hf_modules
 from tinygpt.finetune.lora import (
     LoraSettings,
     adapter_state_dict,

@@ -28,10 +28,8 @@ from typing import Any
 from torch import nn
 
 from tinygpt.atomic_files import fsync_directory
-from tinygpt.config import (
-    RunConfig,
-    TrainConfig,
-    all_fields,
+from tinygpt.config import RunConfig, TrainConfig, all_fields
+from tinygpt.config_parsing import (
     apply_given_settings,
     apply_overrides,
     check_given_settings,

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from tinygpt.atomic_files import temporary_name_pattern, write_text_atomic
-from tinygpt.config import RunConfig, config_from_dict
+from tinygpt.config import RunConfig
+from tinygpt.config_parsing import config_from_dict
 from tinygpt.directories import (
     LOCK_FILE,
     DirectoryLock,

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tinygpt.atomic_files import write_text_atomic
-from tinygpt.config import RunConfig, apply_overrides
+from tinygpt.config import RunConfig
+from tinygpt.config_parsing import apply_overrides
 from tinygpt.data.prepare import PreparedData, prepare_dataset, with_prepared_settings
 from tinygpt.directories import DirectoryLock
 from tinygpt.errors import CheckpointError, ConfigError
