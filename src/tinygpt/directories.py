@@ -36,6 +36,15 @@ LOCK_FILE = ".lock"  # inside a run directory
 MAX_NAMED_ENTRIES = 3  # foreign entries an error message names
 
 
+def default_cache_dir() -> Path:
+    """Downloads, prepared datasets and measured matmul peaks live here; TINYGPT_CACHE_DIR
+    moves it (tests, clusters)."""
+    configured = os.environ.get("TINYGPT_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "tinygpt"
+
+
 def check_output_dir(directory: Path, own: Iterable[str] = (), flag: str = "--out") -> None:
     """Refuse `directory` unless it is absent, empty, or every entry in it matches one of the
     `own` glob patterns (the files the command itself writes there; its lock file always)."""

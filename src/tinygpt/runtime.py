@@ -19,7 +19,7 @@ import torch
 
 from tinygpt.atomic_files import write_text_atomic
 from tinygpt.config import ModelConfig, TrainConfig
-from tinygpt.data.sources import default_cache_dir
+from tinygpt.directories import default_cache_dir
 from tinygpt.errors import ConfigError
 
 log = logging.getLogger(__name__)

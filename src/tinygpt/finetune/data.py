@@ -19,7 +19,8 @@ from tinygpt.data.prepare import (
     same_tokenizer,
     unknown_characters,
 )
-from tinygpt.data.sources import default_cache_dir, open_corpus
+from tinygpt.data.sources import open_corpus
+from tinygpt.directories import default_cache_dir
 from tinygpt.errors import DataError
 from tinygpt.tokenizers.base import Tokenizer, load_tokenizer
 

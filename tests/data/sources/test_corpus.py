@@ -8,7 +8,8 @@ import pytest
 from corpus_helpers import all_documents, open_source, write
 
 from tinygpt.config import DataConfig
-from tinygpt.data.sources import default_cache_dir, open_corpus
+from tinygpt.data.sources import open_corpus
+from tinygpt.directories import default_cache_dir
 from tinygpt.errors import DataError
 
 

@@ -38,10 +38,11 @@ from tinygpt.data.prepare.vocabulary import (
     tokenizer_in,
     tokenizer_sha256,
 )
-from tinygpt.data.sources import Corpus, default_cache_dir, open_corpus
+from tinygpt.data.sources import Corpus, open_corpus
 from tinygpt.directories import (
     DirectoryLock,
     check_output_dir,
+    default_cache_dir,
     remove_stale_temporaries,
     sibling_lock_file,
 )

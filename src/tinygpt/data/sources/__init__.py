@@ -19,14 +19,13 @@ Conversations become `Conversation`s; with --format text they are rendered as
 `<s> User: ... </s>` text.
 """
 
-from tinygpt.data.sources.corpus import Corpus, default_cache_dir, imported_source, open_corpus
+from tinygpt.data.sources.corpus import Corpus, imported_source, open_corpus
 from tinygpt.data.sources.documents import Document, WholeFile, split_documents
 
 __all__ = [
     "Corpus",
     "Document",
     "WholeFile",
-    "default_cache_dir",
     "imported_source",
     "open_corpus",
     "split_documents",

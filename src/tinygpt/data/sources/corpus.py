@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from tinygpt.data.sources.download import download, is_url
 from tinygpt.data.sources.files import files_split, local_splits
 from tinygpt.data.sources.hub import hub_splits
 from tinygpt.data.sources.text_files import SourceFile
+from tinygpt.directories import default_cache_dir
 from tinygpt.errors import DataError
 
 FINGERPRINT_VERSION = 1  # bump when the same bytes start to give different documents
@@ -46,14 +46,6 @@ class Corpus:
         if split not in self.sizes:
             raise ValueError(f"{self.origin} has no {split!r} split; it has {self.splits}")
         return self.sizes[split]
-
-
-def default_cache_dir() -> Path:
-    """Downloads and prepared datasets live here; TINYGPT_CACHE_DIR moves it (tests, clusters)."""
-    configured = os.environ.get("TINYGPT_CACHE_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".cache" / "tinygpt"
 
 
 def imported_source(model_dir: str) -> str:
