@@ -1,6 +1,8 @@
 """The package's layering, as pyproject.toml's import-linter contracts write it down."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,16 @@ PYPROJECT = PACKAGE.parents[1] / "pyproject.toml"
 
 
 def _lint_imports() -> tuple[int, str]:
-    from click.testing import CliRunner
-    from importlinter.cli import lint_imports_command
-
-    result = CliRunner().invoke(lint_imports_command, [str(PYPROJECT), "--no-cache"])
-    return result.exit_code, result.output
+    """import-linter in a child process: its CLI reconfigures logging, which would silence
+    the loggers later tests read."""
+    command = "from importlinter.cli import lint_imports_command; lint_imports_command()"
+    result = subprocess.run(
+        [sys.executable, "-c", command, str(PYPROJECT), "--no-cache"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return result.returncode, result.stdout + result.stderr
 
 
 @pytest.mark.skipif(not PYPROJECT.exists(), reason="needs the source checkout's pyproject.toml")
