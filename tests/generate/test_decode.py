@@ -13,7 +13,6 @@ from tinygpt.generate.decode import (
     BatchDecoder,
     beam_search,
     prompt_logprobs,
-    sample_tokens,
     without_padding_ids,
 )
 from tinygpt.generate.engine import (
@@ -23,6 +22,7 @@ from tinygpt.generate.engine import (
     generate_batch,
     stream_text,
 )
+from tinygpt.generate.fast_weights import DECODING_COPIES
 from tinygpt.generate.sampling import (
     apply_presence_and_frequency_penalties,
     apply_repetition_penalty,
@@ -97,8 +97,15 @@ def test_a_generation_applies_openai_penalties_to_its_own_tokens_only(tokenizer)
     torch.testing.assert_close(out, torch.tensor([[0.0, 0.0, -2.0, -1.5, 0.0, 0.0]]))
 
 
-def greedy_ids(model, prompt, steps):
-    return [int(t) for t in sample_tokens(model, [prompt], steps, temperature=0.0)]
+def greedy_ids(model: GPT, prompt: list[int], steps: int, use_cache: bool = True) -> list[int]:
+    """The most likely token at every step, `steps` times."""
+    decoder = BatchDecoder(model, [prompt], use_cache)
+    ids = []
+    for _ in range(steps):
+        token = decoder.next_logits().argmax(dim=-1)  # (1,)
+        decoder.push(token)
+        ids.append(int(token))
+    return ids
 
 
 def test_greedy_equals_beam_search_of_width_one(model):
@@ -133,8 +140,8 @@ def test_beam_search_stops_at_an_end_id_and_leaves_it_out(model):
 
 def test_cached_and_recomputed_decoding_agree(model):
     prompt = [5, 9, 2, 8]
-    cached = [int(t) for t in sample_tokens(model, [prompt], 40, temperature=0.0)]
-    plain = [int(t) for t in sample_tokens(model, [prompt], 40, temperature=0.0, use_cache=False)]
+    cached = greedy_ids(model, prompt, 40)
+    plain = greedy_ids(model, prompt, 40, use_cache=False)
     assert cached[:20] == plain[:20]  # identical until the context first slides (32 tokens)
 
 
@@ -142,7 +149,7 @@ def test_cached_and_recomputed_decoding_agree(model):
 def test_the_engine_decodes_with_the_precision_it_is_given(model, tokenizer, precision):
     settings = GenerationSettings(8, temperature=0, precision=precision)
     assert len(stream_text(model, tokenizer, "hello", settings).text()) == 8
-    assert model.lm_head._decoding_weight.dtype == getattr(torch, precision)  # the copy it read
+    assert DECODING_COPIES[model.lm_head].weight.dtype == getattr(torch, precision)  # read
 
 
 def test_same_seed_same_text_and_a_different_seed_differs(model, tokenizer):

@@ -27,6 +27,7 @@ from tinygpt.config import check_seed
 from tinygpt.data.chat_format import EOS
 from tinygpt.errors import DataError
 from tinygpt.generate.decode import BatchDecoder, beam_search, first_context, without_padding_ids
+from tinygpt.generate.fast_weights import PRECISIONS, decoding_dtype
 from tinygpt.generate.sampling import (
     TokenLogprob,
     apply_presence_and_frequency_penalties,
@@ -36,7 +37,6 @@ from tinygpt.generate.sampling import (
     without_ids,
 )
 from tinygpt.model.gpt import GPT
-from tinygpt.model.linear import PRECISIONS, decoding_dtype
 from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
 
 FinishReason = Literal["stop", "length"]
@@ -64,7 +64,7 @@ class GenerationSettings:
     logprobs: int | None = None
     # weights read by decoding steps: float16 halves the bytes (faster for a model whose
     # weights do not fit in the CPU's caches) and moves logits by ~1e-2; float32 is exact;
-    # auto picks by the model's size (see tinygpt.model.linear)
+    # auto picks by the model's size (see tinygpt.generate.fast_weights)
     precision: str = "auto"
 
     def __post_init__(self) -> None:
