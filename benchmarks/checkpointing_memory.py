@@ -1,8 +1,9 @@
 """What gradient checkpointing saves and costs: activation memory and steps/s, with and without.
 
 For the baseline and hybrid TinyStories models (4 layers x 192, 6 heads) at block size 1024, one
-training forward + backward (`GPT.loss`, dropout on as in the presets) with
-`gradient_checkpointing` off and on:
+training forward + backward (`GPT.loss`, dropout on as in the presets, the model sped up as the
+trainer does on a CPU: `apply_cpu_speedups`) with gradient checkpointing (`checkpoint_blocks`)
+off and on:
 
 - kept for backward: the bytes autograd holds between forward and backward, counted with
   `saved_tensors_hooks` (each storage once, parameters excluded), plus, with checkpointing, the
@@ -33,13 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from autograd_memory import saved_for_backward
 from bench_common import cpu_line, machine_line, split_choices
 from torch import Tensor
 
 from tinygpt.config import ModelConfig
 from tinygpt.model.gpt import GPT
 from tinygpt.presets import baseline_tinystories, hybrid_tinystories
-from tinygpt.train.memory import saved_for_backward
+from tinygpt.train.activation_checkpointing import RecomputedForward, checkpoint_blocks
+from tinygpt.train.cpu_speedups import apply_cpu_speedups
 
 CHAR_VOCAB = 74  # the character vocabulary of the TinyStories slice in shared/data
 VARIANTS: dict[str, Callable[[], ModelConfig]] = {
@@ -55,7 +58,9 @@ def model_config(variant: str, block_size: int) -> ModelConfig:
 def build(variant: str, block_size: int, batch: int, use_checkpointing: bool) -> tuple[GPT, Tensor]:
     torch.manual_seed(0)
     model = GPT(model_config(variant, block_size)).train()
-    model.gradient_checkpointing = use_checkpointing
+    apply_cpu_speedups(model)
+    if use_checkpointing:
+        checkpoint_blocks(model)
     idx = torch.randint(0, CHAR_VOCAB, (batch, block_size))
     return model, idx
 
@@ -73,7 +78,7 @@ def kept_for_backward(model: GPT, idx: Tensor) -> int:
         handles = [
             block.register_forward_pre_hook(lambda module, args: saved.add(args[0]))
             for block in model.blocks
-            if model.gradient_checkpointing
+            if isinstance(block.forward, RecomputedForward)
         ]
         loss = model.loss(idx, idx)
     for handle in handles:

@@ -1,11 +1,12 @@
 """How much float16 decoding weights change a trained model's predictions.
 
 `tinygpt sample`, chat and serve decode big models with float16 copies of the weights (see
-`tinygpt.model.linear`). This feeds the first `--tokens` tokens of a text through two KV-cache
-decoders in step, one reading float32 weights and one float16, and compares their next-token
-distributions at every position: the largest logit difference, the mean KL(float32 || float16)
-in nats, how often the most likely token is the same, and the loss of the true next token under
-each. Teacher forcing keeps both on the same text, so every difference is the weights' dtype.
+`tinygpt.generate.fast_weights`). This feeds the first `--tokens` tokens of a text through two
+KV-cache decoders in step, one reading float32 weights and one float16, and compares their
+next-token distributions at every position: the largest logit difference, the mean
+KL(float32 || float16) in nats, how often the most likely token is the same, and the loss of the
+true next token under each. Teacher forcing keeps both on the same text, so every difference is
+the weights' dtype.
 
     .venv/bin/python benchmarks/decoding_precision.py RUN_DIR --text FILE [--tokens 1000]
 """

@@ -3,10 +3,10 @@
 Models: the `baby-shakespeare` and `tinystories-small` architectures (random weights: speed does
 not depend on what was learned), with block_size = context + new tokens so nothing slides. Each
 case prefills `context` prompt tokens per sequence, then decodes `--new-tokens` (default 512)
-tokens per sequence through `sample_tokens` (top-k 200 sampling, what `tinygpt sample` does),
+tokens per sequence with a `BatchDecoder` (top-k 200 sampling, what `tinygpt sample` does),
 once per `--precisions` entry: the dtype of the weights decoding steps read, float16 or
 float32 (exact); the `auto` default of `tinygpt sample`, chat and serve picks one by the model's
-size, see `tinygpt.model.linear`.
+size, see `tinygpt.generate.fast_weights`.
 
 With the cache every step is timed, and a case's time is the median step times the steps (a
 median, so a moment of noise from another process on a shared machine does not move it; the
@@ -28,17 +28,18 @@ import dataclasses
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from bench_common import DECODING_MODELS, cpu_line, decoding_model, machine_line, split_choices
 
-from tinygpt.generate.decode import BatchDecoder, sample_tokens
+from tinygpt.generate.decode import BatchDecoder
+from tinygpt.generate.fast_weights import DECODING_DTYPES, decoding_dtype
+from tinygpt.generate.sampling import sample_next_token
 from tinygpt.model.gpt import GPT
-from tinygpt.model.linear import DECODING_DTYPES, decoding_dtype
-from tinygpt.runtime import keep_freed_memory_in_process
+from tinygpt.train.cpu_speedups import keep_freed_memory_in_process
 
 
 @dataclass
@@ -64,12 +65,22 @@ def prompts_for(model: GPT, batch: int, context: int) -> list[list[int]]:
     return ids.tolist()
 
 
+@torch.inference_mode()
+def sampled_tokens(
+    model: GPT, prompts: list[list[int]], new_tokens: int, precision: torch.dtype
+) -> Iterator[torch.Tensor]:
+    """The next token of every prompt (B,) once per step: top-k 200 at temperature 0.8."""
+    decoder = BatchDecoder(model, prompts, precision=precision)
+    generator = torch.Generator(device=decoder.device).manual_seed(0)
+    for _ in range(new_tokens):
+        next_ids = sample_next_token(decoder.next_logits(), 0.8, 200, 1.0, generator).view(-1)
+        decoder.push(next_ids)
+        yield next_ids
+
+
 def run_cached(model: GPT, case: Case) -> None:
     prompts = prompts_for(model, case.prompts, case.context)
-    precision = DECODING_DTYPES[case.precision]
-    steps = sample_tokens(
-        model, prompts, case.new_tokens, 0.8, top_k=200, seed=0, precision=precision
-    )
+    steps = sampled_tokens(model, prompts, case.new_tokens, DECODING_DTYPES[case.precision])
     start = time.perf_counter()
     next(steps)  # the prefill and the first token
     case.prefill_s = time.perf_counter() - start

@@ -29,8 +29,8 @@ import torch
 from bench_common import DECODING_MODELS, cpu_line, decoding_model, machine_line, split_choices
 
 from tinygpt.generate.engine import GenerationSettings
+from tinygpt.generate.fast_weights import decoding_dtype
 from tinygpt.model.gpt import GPT
-from tinygpt.model.linear import decoding_dtype
 from tinygpt.serve.worker import Choice, Delta, GenerationWorker
 from tinygpt.tokenizers.char import CharTokenizer
 

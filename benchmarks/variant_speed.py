@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from autograd_memory import saved_for_backward
 from bench_common import (
     cpu_line,
     emulated_bf16_reason,
@@ -49,8 +50,8 @@ from tinygpt.presets import (
     hybrid_tinystories,
     modern_tinystories,
 )
-from tinygpt.runtime import DTYPES, keep_freed_memory_in_process
-from tinygpt.train.memory import saved_for_backward
+from tinygpt.runtime import DTYPES
+from tinygpt.train.cpu_speedups import apply_cpu_speedups, keep_freed_memory_in_process
 
 CHAR_VOCAB = 74  # the character vocabulary of the TinyStories slice in shared/data
 DIALOG_VOCAB = 32_000
@@ -94,6 +95,8 @@ class Subject:
         torch.manual_seed(0)
         self.model = GPT(config).train()
         self.block = Block(config).train()
+        apply_cpu_speedups(self.model)  # as the trainer builds its model on a CPU
+        apply_cpu_speedups(self.block)
         self.idx = torch.randint(0, config.vocab_size, (batch, config.block_size))
         self.hidden = torch.randn(batch, config.block_size, config.n_embd)
         self.autocast_dtype = autocast_dtype
@@ -126,7 +129,7 @@ def timed(step: Callable[[], None]) -> tuple[float, float]:
 
 
 def activation_bytes(subject: Subject) -> int:
-    """Bytes autograd keeps for backward in one training forward (`tinygpt.train.memory`)."""
+    """Bytes autograd keeps for backward in one training forward (autograd_memory.py)."""
     with saved_for_backward(subject.model) as saved, subject._autocast():
         loss = subject.model.loss(subject.idx, subject.idx)
     loss.backward()

@@ -281,7 +281,7 @@ class TrainConfig:
             )
 
 
-# the dtype of the weights decoding steps read (tinygpt.model.linear)
+# the dtype of the weights decoding steps read (tinygpt.generate.fast_weights)
 DecodingPrecision = Literal["auto", "float16", "float32"]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import json
 import logging
@@ -217,8 +216,6 @@ def setup_runtime(config: TrainConfig, model: ModelConfig | None = None) -> Runt
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    if device.type == "cpu":
-        keep_freed_memory_in_process()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -263,26 +260,6 @@ def free_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     return psutil.virtual_memory().available
-
-
-@functools.cache
-def keep_freed_memory_in_process() -> bool:
-    """Stop glibc from handing large freed blocks back to the kernel.
-
-    By default glibc serves every allocation above 128 KiB with its own mmap and unmaps it on
-    free, so the same activation buffers (100 MB of attention weights a layer at block 256) are
-    page-faulted in afresh every step; on a 2-core CPU that was a third of attention's time.
-    jemalloc or tcmalloc (LD_PRELOAD) fix this from outside; mallopt does it from inside.
-    Returns False where the C library is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-    # 1 GiB: above any activation of the models we train on CPUs; older glibc caps it at 32 MiB
-    accepted = libc.mallopt(m_mmap_threshold, 2**30) or libc.mallopt(m_mmap_threshold, 2**25)
-    return bool(accepted and libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def seed_everything(seed: int) -> None:

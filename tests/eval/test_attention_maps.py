@@ -88,19 +88,26 @@ def test_weights_reproduce_the_attention_output(variant: str):
         H, K = call.q.size(1), call.k.size(1)
         v = call.v.repeat_interleave(H // K, dim=1)  # (B, H, T, D)
         weights = softmax_weights(call.q, call.k)
-        if variant == "hybrid":
-            gate = call.module.gate().detach().view(1, H, 1, 1)
-            weights = torch.lerp(local_weights(call), weights, gate)
         torch.testing.assert_close(weights @ v, call.output, atol=1e-5, rtol=1e-5)
+        if variant == "hybrid":
+            local = local_weights(call)
+            torch.testing.assert_close(local @ v, call.local_output, atol=1e-5, rtol=1e-5)
+            gate = call.module.gate().detach().view(1, H, 1, 1)
+            mixed = call.module.mix(call.output, call.local_output)  # the layer's head outputs
+            torch.testing.assert_close(
+                torch.lerp(local, weights, gate) @ v, mixed, atol=1e-5, rtol=1e-5
+            )
 
 
-def test_recording_leaves_the_model_as_it_was():
-    model, tokenizer = tiny_model()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_recording_leaves_the_model_as_it_was(variant: str):
+    model, tokenizer = tiny_model(**VARIANTS[variant])
     idx = torch.tensor([tokenizer.encode(TEXT[:16])])
     with torch.no_grad():
         before = model(idx)
     record_attention(model, idx)
     assert all("attend" not in vars(block.attn) for block in model.blocks)
+    assert all("attend_local" not in vars(block.attn) for block in model.blocks)
     with torch.no_grad():
         torch.testing.assert_close(model(idx), before)
 

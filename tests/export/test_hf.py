@@ -13,7 +13,7 @@ from cli_helpers import assert_one_line_error, run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 from transformers import GPT2Tokenizer as HFGPT2Tokenizer
 
-from tinygpt.generate.decode import sample_tokens
+from tinygpt.generate.decode import BatchDecoder
 from tinygpt.model.gpt import GPT
 from tinygpt.run.directory import read_run_config_dict
 from tinygpt.run.load import load_checkpoint, load_model_from_run
@@ -46,8 +46,12 @@ def import_back(capsys, hf_dir: Path, out: Path) -> Path:
 
 
 def greedy(model: torch.nn.Module, prompt: list[int], steps: int) -> list[int]:
-    tokens = sample_tokens(model, [prompt], steps, temperature=0.0)
-    return [int(step[0]) for step in tokens]
+    decoder, ids = BatchDecoder(model, [prompt]), []
+    for _ in range(steps):
+        token = decoder.next_logits().argmax(-1)  # (1,)
+        decoder.push(token)
+        ids.append(int(token))
+    return ids
 
 
 def hf_greedy(hf_model, prompt: list[int], steps: int) -> list[int]:

@@ -7,7 +7,7 @@ from cli_helpers import DAILYDIALOG, TINY_DIALOG
 from tinygpt.cli import main
 from tinygpt.config import ModelConfig
 from tinygpt.data.chat_format import Conversation, history_prompt
-from tinygpt.errors import DataError
+from tinygpt.errors import ConfigError, DataError
 from tinygpt.generate.chat import (
     DIALOG,
     TRANSCRIPT,
@@ -118,7 +118,7 @@ def test_reset_and_setting_commands(session: ChatSession):
 
 
 def test_a_reply_budget_that_fills_the_context_is_refused(session: ChatSession):
-    with pytest.raises(DataError, match="max_new_tokens=128 must be between 1 and 127"):
+    with pytest.raises(ConfigError, match="max_new_tokens=128 must be between 1 and 127"):
         session.update(max_new_tokens=128)
     assert session.settings.max_new_tokens == 40
 

@@ -1,104 +1,24 @@
-"""Sampling, beam search and the text engine: filters hold, seeds repeat, stops stop."""
-
-import math
+"""Decoding: greedy, cached and recomputed decoding agree, beam search finds likelier text, and
+the prompt's log-probabilities are what the decoder would see."""
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from tinygpt.config import ModelConfig
-from tinygpt.errors import ConfigError, DataError
-from tinygpt.generate.decode import (
-    BatchDecoder,
-    beam_search,
-    prompt_logprobs,
-    sample_tokens,
-    without_padding_ids,
-)
-from tinygpt.generate.engine import (
-    BatchedGeneration,
-    Generation,
-    GenerationSettings,
-    generate_batch,
-    stream_text,
-)
-from tinygpt.generate.sampling import (
-    apply_presence_and_frequency_penalties,
-    apply_repetition_penalty,
-    filter_logits,
-    sample_next_token,
-)
+from tinygpt.generate.decode import BatchDecoder, beam_search, prompt_logprobs, without_padding_ids
 from tinygpt.model.gpt import GPT
-from tinygpt.tokenizers.char import CharTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def model() -> GPT:
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=40, block_size=32, n_layer=2, n_head=4, n_embd=32, dropout=0)
-    return GPT(config).eval()
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> CharTokenizer:
-    return CharTokenizer.train("abcdefghijklmnopqrstuvwxyz .,!?\n")
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    # distinct values: which of several tied logits is "the k-th" is arbitrary
-    logits=st.lists(st.floats(-5, 5, width=32), min_size=8, max_size=8, unique=True),
-    top_k=st.integers(0, 8),
-    top_p=st.floats(0.05, 1.0),
-    seed=st.integers(0, 2**16),
-)
-def test_samples_never_leave_the_top_k_and_top_p_set(logits, top_k, top_p, seed):
-    scores = torch.tensor([logits])
-    allowed = filter_logits(scores, top_k, top_p).isfinite()[0]
-    assert allowed[scores[0].argmax()]  # the most likely token always survives
-    if top_k:  # nothing below the k-th largest logit
-        kth_largest = scores[0].sort(descending=True).values[top_k - 1]
-        assert not allowed[scores[0] < kth_largest].any()
-    probabilities = scores.softmax(-1)[0]
-    if not top_k:  # the nucleus: the kept tokens reach top_p, the most likely ones first
-        assert probabilities[allowed].sum() >= top_p - 1e-6
-        if not allowed.all():
-            assert probabilities[allowed].min() >= probabilities[~allowed].max() - 1e-7
-    generator = torch.Generator().manual_seed(seed)
-    draws = sample_next_token(scores.expand(64, -1), 1.0, top_k, top_p, generator).view(-1)
-    assert allowed[draws].all()
-
-
-def test_repetition_penalty_lowers_only_tokens_already_seen():
-    logits = torch.tensor([[2.0, -1.0, 3.0, 0.5]])
-    seen = torch.tensor([[0, 1, -1, 0]])  # -1: padding, not a token
-    out = apply_repetition_penalty(logits, seen, 2.0)
-    torch.testing.assert_close(out, torch.tensor([[1.0, -2.0, 3.0, 0.5]]))
-
-
-def test_openai_penalties_subtract_presence_once_and_frequency_per_count():
-    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-    counts = torch.tensor([[0, 1, 3, 0]])
-    out = apply_presence_and_frequency_penalties(logits, counts, presence=0.5, frequency=0.25)
-    torch.testing.assert_close(out, torch.tensor([[1.0, 1.25, 1.75, 4.0]]))
-
-
-def test_a_generation_applies_openai_penalties_to_its_own_tokens_only(tokenizer):
-    settings = GenerationSettings(5, presence_penalty=1.0, frequency_penalty=0.5)
-    generation = Generation(tokenizer, [1, 1, 1], settings)
-    for token in (2, 2, 3):
-        generation.push(token)
-    seen = torch.tensor([[1, 1, 1, 2, 2, 3]])
-    out = generation.adjust(torch.zeros(1, 6), seen)
-    # token 1 is only in the prompt: not penalised; 2 came twice, 3 once
-    torch.testing.assert_close(out, torch.tensor([[0.0, 0.0, -2.0, -1.5, 0.0, 0.0]]))
-
-
-def greedy_ids(model, prompt, steps):
-    return [int(t) for t in sample_tokens(model, [prompt], steps, temperature=0.0)]
+def greedy_ids(model: GPT, prompt: list[int], steps: int, use_cache: bool = True) -> list[int]:
+    """The most likely token at every step, `steps` times."""
+    decoder = BatchDecoder(model, [prompt], use_cache)
+    ids = []
+    for _ in range(steps):
+        token = decoder.next_logits().argmax(dim=-1)  # (1,)
+        decoder.push(token)
+        ids.append(int(token))
+    return ids
 
 
 def test_greedy_equals_beam_search_of_width_one(model):
@@ -133,152 +53,9 @@ def test_beam_search_stops_at_an_end_id_and_leaves_it_out(model):
 
 def test_cached_and_recomputed_decoding_agree(model):
     prompt = [5, 9, 2, 8]
-    cached = [int(t) for t in sample_tokens(model, [prompt], 40, temperature=0.0)]
-    plain = [int(t) for t in sample_tokens(model, [prompt], 40, temperature=0.0, use_cache=False)]
+    cached = greedy_ids(model, prompt, 40)
+    plain = greedy_ids(model, prompt, 40, use_cache=False)
     assert cached[:20] == plain[:20]  # identical until the context first slides (32 tokens)
-
-
-@pytest.mark.parametrize("precision", ["float16", "float32"])
-def test_the_engine_decodes_with_the_precision_it_is_given(model, tokenizer, precision):
-    settings = GenerationSettings(8, temperature=0, precision=precision)
-    assert len(stream_text(model, tokenizer, "hello", settings).text()) == 8
-    assert model.lm_head._decoding_weight.dtype == getattr(torch, precision)  # the copy it read
-
-
-def test_same_seed_same_text_and_a_different_seed_differs(model, tokenizer):
-    def text(seed):
-        return stream_text(model, tokenizer, "hello", GenerationSettings(40, seed=seed)).text()
-
-    assert text(7) == text(7)
-    assert text(7) != text(8)
-
-
-def test_a_stop_string_ends_the_text_and_is_not_emitted(model, tokenizer):
-    full = stream_text(
-        model, tokenizer, "hello", GenerationSettings(60, temperature=0, stop_at_end_of_text=False)
-    ).text()
-    stop = full[10:12]
-    stream = stream_text(
-        model, tokenizer, "hello", GenerationSettings(60, temperature=0, stop=(stop,))
-    )
-    pieces = list(stream)
-    assert "".join(pieces) == full[: full.index(stop)]
-    assert stream.finish_reason == "stop"
-    long = stream_text(model, tokenizer, "hello", GenerationSettings(5, temperature=0))
-    assert long.text() == full[:5] and long.finish_reason == "length"
-    assert long.completion_tokens == 5 and long.prompt_tokens == 5
-
-
-def test_batched_greedy_completions_equal_one_at_a_time(model, tokenizer):
-    prompts = ["hello there", "a", "the quick brown"]
-    greedy = GenerationSettings(20, temperature=0)
-    batched = generate_batch(model, tokenizer, prompts, greedy)
-    for prompt, completion in zip(prompts, batched, strict=True):
-        alone = stream_text(model, tokenizer, prompt, greedy)
-        assert completion.text == alone.text()
-        assert completion.completion_tokens == alone.completion_tokens == 20
-
-
-def test_bad_settings_are_one_line_errors():
-    with pytest.raises(DataError, match="top_p"):
-        GenerationSettings(top_p=0)
-    with pytest.raises(DataError, match="min_new_tokens"):
-        GenerationSettings(max_new_tokens=2, min_new_tokens=3)
-    with pytest.raises(
-        DataError, match="precision='bfloat16' is not one of auto, float16, float32"
-    ):
-        GenerationSettings(precision="bfloat16")
-    with pytest.raises(DataError, match="presence_penalty=nan must be a finite number"):
-        GenerationSettings(presence_penalty=float("nan"))
-    assert math.isfinite(GenerationSettings().temperature)
-
-
-# requests a server may batch together, each with its own settings; prompt + reply stay within
-# the test model's 32-token context (past it, a batch slides all rows at once, not as alone)
-MIXED = {
-    "greedy": GenerationSettings(12, temperature=0, stop_at_end_of_text=False),
-    "sampled": GenerationSettings(10, temperature=1.0, top_k=5, seed=11),
-    "penalised": GenerationSettings(9, temperature=0, repetition_penalty=1.5, min_new_tokens=4),
-    "stopped": GenerationSettings(20, temperature=0.7, top_p=0.9, seed=5, stop=("e",)),
-    "openai": GenerationSettings(9, seed=3, presence_penalty=0.5, frequency_penalty=1.5),
-    "logprobs": GenerationSettings(8, top_k=4, seed=4, logprobs=3),
-}
-PROMPTS = {
-    "greedy": "hello",
-    "sampled": "a cat",
-    "penalised": "the the the",
-    "stopped": "xyz",
-    "openai": "aaa bbb",
-    "logprobs": "hi there",
-}
-
-
-def alone(model, tokenizer, name):
-    stream = stream_text(model, tokenizer, PROMPTS[name], MIXED[name])
-    return stream.text(), stream.finish_reason, stream.completion_tokens
-
-
-def test_rows_joining_and_leaving_a_batch_get_what_they_get_alone(model, tokenizer):
-    batch = BatchedGeneration(model, tokenizer, "auto")
-    rows: dict[str, Generation] = {}
-    streamed = dict.fromkeys(MIXED, "")
-    joins = {0: ["greedy"], 3: ["sampled", "penalised"], 5: ["stopped", "openai", "logprobs"]}
-    step = widest = 0
-    while step == 0 or batch.rows:
-        for name in joins.get(step, []):
-            rows[name] = Generation(tokenizer, tokenizer.encode(PROMPTS[name]), MIXED[name])
-            batch.add(rows[name])
-        widest = max(widest, len(batch.rows))
-        for generation, piece in batch.step():
-            streamed[next(n for n, g in rows.items() if g is generation)] += piece
-        step += 1
-    assert rows.keys() == MIXED.keys() and widest == 6  # all six shared steps
-    for name, generation in rows.items():
-        completion = generation.completion()
-        assert streamed[name] == completion.text
-        got = (completion.text, completion.finish_reason, completion.completion_tokens)
-        assert got == alone(model, tokenizer, name), name
-    assert len(rows["logprobs"].token_logprobs) == 8
-
-
-def test_a_dropped_row_leaves_the_others_untouched(model, tokenizer):
-    batch = BatchedGeneration(model, tokenizer, "auto")
-    kept = Generation(tokenizer, tokenizer.encode(PROMPTS["sampled"]), MIXED["sampled"])
-    gone = Generation(tokenizer, tokenizer.encode(PROMPTS["greedy"]), MIXED["greedy"])
-    batch.add(gone)
-    batch.add(kept)
-    batch.step()
-    batch.drop(gone)
-    while batch.rows:
-        batch.step()
-    assert len(gone.generated) == 1 and not gone.finished
-    text, reason, tokens = alone(model, tokenizer, "sampled")
-    assert (kept.text, kept.finish_reason, len(kept.generated)) == (text, reason, tokens)
-
-
-def run_alone(model, tokenizer, prompt_ids, settings) -> Generation:
-    generation = Generation(tokenizer, prompt_ids, settings)
-    batch = BatchedGeneration(model, tokenizer, settings.precision)
-    batch.add(generation)
-    while batch.rows:
-        batch.step()
-    return generation
-
-
-def test_recorded_logprobs_are_the_models_own_not_the_samplers(model, tokenizer):
-    prompt = tokenizer.encode("hello")
-    # drawn at temperature 2 among the top 5; the log-probabilities are still the model's
-    settings = GenerationSettings(10, temperature=2.0, top_k=5, seed=3, logprobs=3)
-    generation = run_alone(model, tokenizer, prompt, settings)
-    with torch.no_grad():
-        logits = model(torch.tensor([prompt + generation.generated]))[0, len(prompt) - 1 : -1]
-    expected = without_padding_ids(logits, tokenizer.vocab_size).log_softmax(-1)  # (10, V)
-    assert [record.token_id for record in generation.token_logprobs] == generation.generated
-    for step, record in enumerate(generation.token_logprobs):
-        assert record.logprob == pytest.approx(expected[step, record.token_id].item(), abs=1e-4)
-        values, ids = expected[step].topk(3)
-        assert [i for i, _ in record.top] == ids.tolist()
-        assert [v for _, v in record.top] == pytest.approx(values.tolist(), abs=1e-4)
 
 
 def test_prompt_logprobs_see_what_the_decoder_would_past_the_context(model):
@@ -292,38 +69,3 @@ def test_prompt_logprobs_see_what_the_decoder_would_past_the_context(model):
         assert record.logprob == pytest.approx(expected[ids[position]].item(), abs=1e-4)
         assert [i for i, _ in record.top] == expected.topk(2).indices.tolist()
         decoder.push(torch.tensor([ids[position]]))
-
-
-def test_a_prompt_longer_than_the_context_makes_no_other_row_slide(model, tokenizer):
-    """A long prompt joins with its newest 3/4 context, as it starts alone; before, the batch
-    re-encoded every row with the newest 3/4 context of the longest, cutting a row of 26."""
-    short = GenerationSettings(10, temperature=0, logprobs=0)
-    long = GenerationSettings(4, temperature=0, logprobs=0)
-    short_prompt = tokenizer.encode("the quick brown fox jumps")[:20]
-    long_prompt = tokenizer.encode("a long prompt, longer than the whole context of the model")
-    assert len(long_prompt) > model.config.block_size
-    batch = BatchedGeneration(model, tokenizer, "auto")
-    rows = [Generation(tokenizer, short_prompt, short)]
-    batch.add(rows[0])
-    for step in range(10):
-        if step == 6:  # the short row holds 26 tokens now
-            rows.append(Generation(tokenizer, long_prompt, long))
-            batch.add(rows[1])
-        batch.step()
-    for row, prompt, wanted in zip(rows, (short_prompt, long_prompt), (short, long), strict=True):
-        single = run_alone(model, tokenizer, prompt, wanted)
-        assert row.generated == single.generated
-        assert [r.logprob for r in row.token_logprobs] == pytest.approx(
-            [r.logprob for r in single.token_logprobs], abs=1e-4
-        )
-
-
-def test_seeds_are_whole_numbers_from_0_to_2_63(model, tokenizer):
-    for seed in (2**63, -1):
-        with pytest.raises(ConfigError, match=r"from 0 to 2\*\*63 - 1"):
-            GenerationSettings(seed=seed)
-    # the second prompt draws from seed + 1
-    settings = GenerationSettings(6, seed=2**63 - 2)
-    second = generate_batch(model, tokenizer, ["a", "a"], settings)[1]
-    alone = stream_text(model, tokenizer, "a", GenerationSettings(6, seed=2**63 - 1)).text()
-    assert second.text == alone

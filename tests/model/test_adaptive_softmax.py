@@ -1,5 +1,5 @@
-"""Adaptive softmax output (seed 002): a proper distribution, the same loss in training and
-evaluation, and clear errors for settings it cannot honour."""
+"""Adaptive softmax output (the dialog chatbot spec, docs/specs.md): a proper distribution, the
+same loss in training and evaluation, and clear errors for settings it cannot honour."""
 
 import dataclasses
 

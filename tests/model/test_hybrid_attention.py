@@ -23,8 +23,8 @@ def hybrid_config(tiny_config):
 
 
 def naive_local_attention(query_features, key_features, v, score_vector, window):
-    """Seed 000's local branch written out: for each head and position, score every position
-    of its window with w^T tanh(q'_t + k'_s), softmax, and average the values."""
+    """The hybrid-attention spec's local branch written out: for each head and position, score
+    every position of its window with w^T tanh(q'_t + k'_s), softmax, and average the values."""
     B, H, T, _ = query_features.shape
     group = H // key_features.size(1)
     out = torch.zeros(B, H, T, v.size(-1))

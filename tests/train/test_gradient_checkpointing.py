@@ -7,11 +7,13 @@ import dataclasses
 
 import pytest
 import torch
+from autograd_memory import saved_for_backward
 from torch import Tensor
 
 from tinygpt.config_parsing import apply_overrides
 from tinygpt.model.gpt import GPT
-from tinygpt.train.memory import saved_for_backward
+from tinygpt.train.activation_checkpointing import RecomputedForward, checkpoint_blocks
+from tinygpt.train.cpu_speedups import apply_cpu_speedups
 from tinygpt.train.start import start_run
 
 VARIANTS = {
@@ -23,7 +25,8 @@ VARIANTS = {
 def loss_and_gradients(
     model: GPT, idx: Tensor, use_checkpointing: bool
 ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    model.gradient_checkpointing = use_checkpointing
+    if use_checkpointing:
+        checkpoint_blocks(model)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(1)  # the same dropout masks for both passes, unless recomputation differs
     loss = model.loss(idx, torch.roll(idx, -1, dims=1))
@@ -32,12 +35,17 @@ def loss_and_gradients(
     return loss.detach(), gradients, torch.get_rng_state()
 
 
+@pytest.mark.parametrize("use_cpu_speedups", [False, True])
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_gradients_with_checkpointing_equal_gradients_without(tiny_config, variant, dropout):
+def test_gradients_with_checkpointing_equal_gradients_without(
+    tiny_config, variant, dropout, use_cpu_speedups
+):
     config = dataclasses.replace(tiny_config, dropout=dropout, **VARIANTS[variant])
     torch.manual_seed(0)
     model = GPT(config).train()
+    if use_cpu_speedups:  # as the trainer builds it on a CPU
+        apply_cpu_speedups(model)
     idx = torch.randint(0, config.vocab_size, (4, config.block_size))
 
     loss, gradients, rng_after = loss_and_gradients(model, idx, use_checkpointing=False)
@@ -63,7 +71,7 @@ def test_checkpointing_keeps_a_fraction_of_the_activations(tiny_config):
     model = GPT(config).train()
     idx = torch.randint(0, config.vocab_size, (4, config.block_size))
     without = saved_bytes(model, idx)
-    model.gradient_checkpointing = True
+    checkpoint_blocks(model)
     assert saved_bytes(model, idx) < without / 4
     model.eval()  # evaluation and generation never recompute: there is no backward
     with torch.no_grad():
@@ -76,7 +84,8 @@ def test_training_with_checkpointing_matches_training_without(tiny_run_config, t
     losses = [plain.train_step() for _ in range(3)]
     config = apply_overrides(tiny_run_config, {"gradient_checkpointing": "true"})
     recomputing = start_run(config, tmp_path / "recomputing")
-    assert recomputing.model.gradient_checkpointing
+    assert all(isinstance(block.forward, RecomputedForward) for block in recomputing.model.blocks)
+    assert not any(isinstance(block.forward, RecomputedForward) for block in plain.model.blocks)
     for expected_loss in losses:
         torch.testing.assert_close(recomputing.train_step(), expected_loss, rtol=0, atol=1e-6)
     expected = dict(plain.model.named_parameters())

@@ -9,7 +9,6 @@ import torch
 
 from tinygpt.config_parsing import apply_overrides
 from tinygpt.errors import CheckpointError, ConfigError
-from tinygpt.model.dropout import Dropout
 from tinygpt.run.load import load_checkpoint
 from tinygpt.run.metrics import read_metrics
 from tinygpt.train.start import resume_run, start_run
@@ -124,7 +123,7 @@ def test_resume_may_change_dropout_which_is_not_a_shape(tiny_run_config, tmp_pat
     start_run(tiny_run_config, tmp_path / "run").fit(stop_at=2)
     resumed = resume_run(tmp_path / "run", {"dropout": "0.0"})
     assert resumed.progress.step == 2
-    assert {m.p for m in resumed.model.modules() if isinstance(m, Dropout)} == {0.0}
+    assert {m.p for m in resumed.model.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
 
 
 def test_resume_below_the_current_step_is_refused(tiny_run_config, tmp_path):

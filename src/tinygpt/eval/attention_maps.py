@@ -1,12 +1,13 @@
 """Attention maps: how much each head of each layer looks at every earlier token of a prompt.
 
 The model attends through fused SDPA, which never materialises the weights, and the model code
-stays as it is: for one forward pass each attention module's `attend` is shadowed by an instance
-attribute that records its inputs, q (B, H, T, D) and k, v (B, K, T, D) with RoPE already
-applied, plus the hybrid's local features, and then calls the original. The weights are then
-recomputed from those inputs: causal softmax(q k^T / sqrt(D)), each key/value head serving its
-group of H / K query heads as in SDPA; for the hybrid also the local branch's band of additive
-weights (drawn as a T x T matrix) and the per-head gate, each in its own picture.
+stays as it is: for one forward pass each attention module's `attend` (and the hybrid's
+`attend_local`) is shadowed by an instance attribute that records its inputs, q (B, H, T, D)
+and k, v (B, K, T, D) with RoPE already applied (the hybrid's local queries and keys), and then
+calls the original. The weights are then recomputed from those inputs: causal
+softmax(q k^T / sqrt(D)) (`tinygpt.eval.metrics.causal_attention_weights`), each key/value head
+serving its group of H / K query heads as in SDPA; for the hybrid also the local branch's band
+of additive weights (drawn as a T x T matrix) and the per-head gate, each in its own picture.
 
 Drawing, for prompts of any length up to the context:
 - Colour: most heads put most of their weight on the first token (an attention sink, Xiao et al.
@@ -42,6 +43,7 @@ from torch import Tensor
 
 from tinygpt.directories import check_output_dir
 from tinygpt.errors import ConfigError, DataError
+from tinygpt.eval.metrics import causal_attention_weights
 from tinygpt.model.attention import CausalSelfAttention
 from tinygpt.model.gpt import GPT
 from tinygpt.model.hybrid_attention import HybridAttention, band_to_dense, local_attention_weights
@@ -68,15 +70,17 @@ MAP_FILES = ("layer*.png",)  # all `attention --out DIR` writes: DIR may hold on
 # B batch, T time, H query heads, K key/value heads, D head dim, A local_dim, W window
 @dataclass(frozen=True)
 class AttentionCall:
-    """The inputs and the output of one `attend` call."""
+    """The inputs and the outputs of one layer's attention."""
 
     layer: int
     module: CausalSelfAttention
     q: Tensor  # (B, H, T, D)
     k: Tensor  # (B, K, T, D)
     v: Tensor  # (B, K, T, D)
-    extra: list[Tensor]  # hybrid: query (B, T, H * A) and key (B, T, K * A) local features
-    output: Tensor  # (B, H, T, D)
+    output: Tensor  # (B, H, T, D): the causal softmax attention's (the hybrid's global branch)
+    local_queries: Tensor | None = None  # hybrid: (B, H, T, A)
+    local_keys: Tensor | None = None  # hybrid: (B, K, T, A)
+    local_output: Tensor | None = None  # hybrid: (B, H, T, D), the local branch's
 
 
 @dataclass(frozen=True)
@@ -91,61 +95,60 @@ class LayerAttention:
 
 @torch.no_grad()
 def record_attention(model: GPT, idx: Tensor) -> list[AttentionCall]:
-    """Run `model` on idx (B, T) once, in eval mode, and return every layer's `attend` call."""
+    """Run `model` on idx (B, T) once, in eval mode, and return every layer's attention call."""
     model.eval()
     modules = [block.attn for block in model.blocks]
-    calls: list[AttentionCall] = []
-    with _recording(modules, calls):
+    recorded: list[dict] = [{} for _ in modules]
+    with _recording(modules, recorded):
         model(idx)
-    return sorted(calls, key=lambda call: call.layer)
+    return [AttentionCall(layer, module, **recorded[layer]) for layer, module in enumerate(modules)]
 
 
 @contextmanager
-def _recording(modules: list[CausalSelfAttention], calls: list[AttentionCall]) -> Iterator[None]:
-    shadowed = [vars(module).get("attend") for module in modules]  # normally None
-    for layer, module in enumerate(modules):
-        module.attend = _recorder(layer, module, module.attend, calls)
+def _recording(modules: list[CausalSelfAttention], recorded: list[dict]) -> Iterator[None]:
+    """Shadow each module's `attend` (and `attend_local`) with a recorder; restore them after."""
+    names = ("attend", "attend_local")
+    shadowed = [{name: vars(module).get(name) for name in names} for module in modules]
+    for module, fields in zip(modules, recorded, strict=True):
+        module.attend = _recorder(module.attend, fields, ("q", "k", "v"), "output")
+        if isinstance(module, HybridAttention):
+            local = ("local_queries", "local_keys")
+            module.attend_local = _recorder(module.attend_local, fields, local, "local_output")
     try:
         yield
     finally:
         for module, previous in zip(modules, shadowed, strict=True):
-            del module.attend  # the class's method shows through again
-            if previous is not None:
-                module.attend = previous
+            for name in names:
+                vars(module).pop(name, None)  # the class's method shows through again
+                if previous[name] is not None:
+                    setattr(module, name, previous[name])
 
 
 def _recorder(
-    layer: int, module: CausalSelfAttention, attend: Callable[..., Tensor], calls: list
+    method: Callable[..., Tensor], fields: dict, inputs: tuple[str, ...], output: str
 ) -> Callable[..., Tensor]:
-    def record(q: Tensor, k: Tensor, v: Tensor, extra: list[Tensor], *args, **kwargs) -> Tensor:
-        output = attend(q, k, v, extra, *args, **kwargs)
-        calls.append(AttentionCall(layer, module, q, k, v, list(extra), output))
-        return output
+    """`method`, writing its first len(inputs) arguments and its result into `fields`."""
+
+    def record(*args: Tensor, **kwargs: object) -> Tensor:
+        result = method(*args, **kwargs)
+        fields.update(zip(inputs, args, strict=False), **{output: result})
+        return result
 
     return record
 
 
 def softmax_weights(q: Tensor, k: Tensor) -> Tensor:
     """Causal softmax(q k^T / sqrt(D)) in fp32: q (B, H, T, D), k (B, K, T, D) -> (B, H, T, T)."""
-    H, K, T, D = q.size(1), k.size(1), q.size(2), q.size(3)
-    k = k.repeat_interleave(H // K, dim=1)  # (B, H, T, D): kv head j serves query heads jG..
-    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, T)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)  # (T, T)
-    return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+    return causal_attention_weights(q.float(), k.float())
 
 
 def local_weights(call: AttentionCall) -> Tensor:
     """The hybrid's local additive weights as a (B, H, T, T) lower-triangular band."""
     module = call.module
     assert isinstance(module, HybridAttention)
-    B, H, T, _ = call.q.shape
-    K, A = call.k.size(1), module.local_dim
-    query_features, key_features = call.extra  # (B, T, H * A), (B, T, K * A)
+    assert call.local_queries is not None and call.local_keys is not None
     band = local_attention_weights(
-        query_features.view(B, T, H, A).transpose(1, 2),  # (B, H, T, A)
-        key_features.view(B, T, K, A).transpose(1, 2),  # (B, K, T, A)
-        module.score_vector,
-        module.local_window,
+        call.local_queries, call.local_keys, module.score_vector, module.local_window
     )  # (B, H, T, W)
     return band_to_dense(band)  # (B, H, T, T)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from tinygpt.data.chat_format import BOS, EOS, Conversation, history_prompt
-from tinygpt.errors import DataError, TinyGPTError
+from tinygpt.errors import ConfigError, DataError, TinyGPTError
 from tinygpt.generate.engine import GenerationSettings, TextStream, stream_text
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.base import Tokenizer
@@ -136,10 +136,10 @@ class ChatSession:
         self.update()  # check the settings and add the chat stops
 
     def update(self, **changes: object) -> None:
-        """Change settings (`temperature=0.7`); a bad value raises DataError, nothing changes."""
+        """Change settings (`temperature=0.7`); a bad value raises ConfigError, nothing changes."""
         settings = dataclasses.replace(self.settings, **changes)  # type: ignore[arg-type]
         if not 1 <= settings.max_new_tokens < self.block_size:
-            raise DataError(
+            raise ConfigError(
                 f"max_new_tokens={settings.max_new_tokens} must be between 1 and "
                 f"{self.block_size - 1}: the prompt needs room in the {self.block_size}-token "
                 "context"

@@ -6,7 +6,8 @@ the logits it would get alone.
 
 Past the context. A model never saw more than block_size positions, with learned embeddings or
 RoPE alike. When a sequence fills the context, the oldest quarter of it is dropped and the kept
-three quarters are re-encoded into a fresh cache at positions 0.. (seed 004's sliding window,
+three quarters are re-encoded into a fresh cache at positions 0.. (the sliding window of the
+char-level tinygpt spec, docs/specs.md,
 done a quarter at a time so the re-encoding costs about one token's work per generated token):
 the model always sees between 3/4 and all of block_size tokens. Without the cache
 (`use_cache=False`, the reference the cache is tested and benchmarked against) the window slides
@@ -15,21 +16,15 @@ by one token and everything is recomputed at every step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from tinygpt.generate.sampling import (
-    TokenLogprob,
-    apply_repetition_penalty,
-    sample_next_token,
-    token_logprobs,
-    without_ids,
-)
+from tinygpt.generate.fast_weights import with_fast_weights
+from tinygpt.generate.sampling import TokenLogprob, token_logprobs
 from tinygpt.model.gpt import GPT
 from tinygpt.model.kv_cache import KVCache
-from tinygpt.model.linear import decoding_weights
 
 PAD_ID = 0  # any id works: padded slots are masked out of attention and never predicted
 
@@ -76,8 +71,9 @@ def prompt_logprobs(
 class BatchDecoder:
     """Holds the tokens of a batch of sequences and returns next-token logits for all of them.
 
-    `precision`: the dtype of the weights read by decoding steps (see `tinygpt.model.linear`):
-    float32 is exact, float16 reads half the bytes and is faster on a CPU."""
+    `precision`: the dtype of the weights read by decoding steps (see
+    `tinygpt.generate.fast_weights`): float32 is exact, float16 reads half the bytes and is
+    faster on a CPU."""
 
     def __init__(
         self,
@@ -88,11 +84,11 @@ class BatchDecoder:
     ):
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
-        self.model = model.eval()
+        # the model as decoding steps run it: few-row products read `precision` weight copies
+        self.model = with_fast_weights(model.eval(), precision)
         self.block_size = model.config.block_size
         self.device = next(model.parameters()).device
         self.use_cache = use_cache
-        self.precision = precision
         longest = max(len(p) for p in prompts)
         self.tokens = torch.full((len(prompts), longest), PAD_ID, dtype=torch.long)
         for row, prompt in enumerate(prompts):
@@ -109,13 +105,12 @@ class BatchDecoder:
     @torch.inference_mode()
     def next_logits(self) -> Tensor:
         """Logits (B, V) of the next token of every sequence."""
-        with decoding_weights(self.precision):
-            if not self.use_cache:
-                return self._recompute()
-            if self.cache is None or self.cache.length + self._pending_count() > self.block_size:
-                self._refill()
-            assert self.cache is not None and self._pending is not None
-            logits = self.model(self._pending, last_token_only=True, cache=self.cache)
+        if not self.use_cache:
+            return self._recompute()
+        if self.cache is None or self.cache.length + self._pending_count() > self.block_size:
+            self._refill()
+        assert self.cache is not None and self._pending is not None
+        logits = self.model(self._pending, last_token_only=True, cache=self.cache)
         self._pending = self.tokens[:, :0]
         return logits[:, -1, :]
 
@@ -140,8 +135,7 @@ class BatchDecoder:
             return False
         alone = self.model.new_cache(1, capacity=self.cache.capacity)
         if head:
-            with decoding_weights(self.precision):
-                self.model(torch.tensor([head], device=self.device), True, alone)
+            self.model(torch.tensor([head], device=self.device), True, alone)
         start = length - len(head)
         self.cache.add_row(alone, start)
         row = torch.full((1, length + 1), PAD_ID, dtype=torch.long, device=self.device)
@@ -195,44 +189,6 @@ class BatchDecoder:
         start = int(self.first_slot[row])
         context = self.tokens[row : row + 1, start:][:, -self.block_size :]
         return self.model(context, last_token_only=True)[:, -1, :]
-
-
-@torch.inference_mode()
-def sample_tokens(
-    model: GPT,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    repetition_penalty: float = 1.0,
-    seed: int | None = None,
-    suppressed_until: tuple[int, Sequence[int]] = (0, ()),
-    use_cache: bool = True,
-    vocab_size: int | None = None,
-    precision: torch.dtype = torch.float32,
-) -> Iterator[Tensor]:
-    """Yield the next token id of every prompt (a (B,) tensor) once per step.
-
-    `suppressed_until` = (n, ids): those ids (end-of-text) cannot be drawn for the first n
-    steps (min_new_tokens). The caller decides when a sequence is finished and stops iterating.
-    """
-    decoder = BatchDecoder(model, prompts, use_cache, precision)
-    generator = torch.Generator(device=decoder.device)
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
-    min_steps, suppressed = suppressed_until
-    for step in range(max_new_tokens):
-        logits = without_padding_ids(decoder.next_logits(), vocab_size)  # (B, V)
-        if repetition_penalty != 1.0:
-            logits = apply_repetition_penalty(logits, decoder.seen_tokens(), repetition_penalty)
-        if step < min_steps and suppressed:
-            logits = without_ids(logits, suppressed)
-        next_ids = sample_next_token(logits, temperature, top_k, top_p, generator).view(-1)
-        decoder.push(next_ids)
-        yield next_ids
 
 
 def without_padding_ids(logits: Tensor, vocab_size: int | None) -> Tensor:

@@ -1,11 +1,12 @@
-"""The generation engine: settings, stop conditions and streamed text for one prompt or many.
+"""The generation engine: settings and streamed text for one prompt or many.
 
 `stream_text` is what the CLI and the chat call: it yields text pieces as tokens are produced
 and, once exhausted, tells why it stopped (`finish_reason`) and how many tokens it used.
 `generate_batch` completes several prompts in one batch.
 
 Both run on `BatchedGeneration`, which the server uses directly: a batch of `Generation`s (one
-prompt each, each with its own settings and random stream) that advances every one of them by
+prompt each, each with its own settings, random stream and stop conditions:
+tinygpt.generate.generation) that advances every one of them by
 a token per step. A generation leaves the batch when it finishes, and a new one may join
 between steps: its prompt is encoded alone into the shared KV cache (the batch re-encodes
 only when the prompt is longer than what the batch has cached). So requests that arrive while
@@ -18,28 +19,24 @@ import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from tinygpt.config import check_seed
-from tinygpt.data.chat_format import EOS
-from tinygpt.errors import DataError
+from tinygpt.errors import ConfigError, DataError
 from tinygpt.generate.decode import BatchDecoder, beam_search, first_context, without_padding_ids
-from tinygpt.generate.sampling import (
-    TokenLogprob,
-    apply_presence_and_frequency_penalties,
-    apply_repetition_penalty,
-    sample_next_token,
-    token_logprobs,
-    without_ids,
+from tinygpt.generate.fast_weights import PRECISIONS, decoding_dtype
+from tinygpt.generate.generation import (
+    Completion,
+    FinishReason,
+    Generation,
+    StopMatcher,
+    end_of_text_ids,
 )
+from tinygpt.generate.sampling import sample_next_token, token_logprobs
 from tinygpt.model.gpt import GPT
-from tinygpt.model.linear import PRECISIONS, decoding_dtype
-from tinygpt.tokenizers.base import StreamDecoder, Tokenizer
-
-FinishReason = Literal["stop", "length"]
+from tinygpt.tokenizers.base import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -64,46 +61,38 @@ class GenerationSettings:
     logprobs: int | None = None
     # weights read by decoding steps: float16 halves the bytes (faster for a model whose
     # weights do not fit in the CPU's caches) and moves logits by ~1e-2; float32 is exact;
-    # auto picks by the model's size (see tinygpt.model.linear)
+    # auto picks by the model's size (see tinygpt.generate.fast_weights)
     precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0 or self.min_new_tokens < 0:
-            raise DataError("max_new_tokens and min_new_tokens must not be negative")
+            raise ConfigError("max_new_tokens and min_new_tokens must not be negative")
         if self.min_new_tokens > self.max_new_tokens:
-            raise DataError(
+            raise ConfigError(
                 f"min_new_tokens={self.min_new_tokens} is above max_new_tokens="
                 f"{self.max_new_tokens}"
             )
         if self.temperature < 0:
-            raise DataError(f"temperature={self.temperature} must not be negative")
+            raise ConfigError(f"temperature={self.temperature} must not be negative")
         if self.top_k < 0:
-            raise DataError(f"top_k={self.top_k} must not be negative")
+            raise ConfigError(f"top_k={self.top_k} must not be negative")
         if not 0.0 < self.top_p <= 1.0:
-            raise DataError(f"top_p={self.top_p} must be in (0, 1]")
+            raise ConfigError(f"top_p={self.top_p} must be in (0, 1]")
         if self.repetition_penalty <= 0:
-            raise DataError(f"repetition_penalty={self.repetition_penalty} must be positive")
+            raise ConfigError(f"repetition_penalty={self.repetition_penalty} must be positive")
         for name in ("presence_penalty", "frequency_penalty"):
             if not math.isfinite(getattr(self, name)):
-                raise DataError(f"{name}={getattr(self, name)} must be a finite number")
+                raise ConfigError(f"{name}={getattr(self, name)} must be a finite number")
         if self.seed is not None:
             check_seed(self.seed, f"seed={self.seed}")
         if self.logprobs is not None and self.logprobs < 0:
-            raise DataError(f"logprobs={self.logprobs} must not be negative")
+            raise ConfigError(f"logprobs={self.logprobs} must not be negative")
         if self.num_beams < 1:
-            raise DataError(f"num_beams={self.num_beams} must be at least 1")
+            raise ConfigError(f"num_beams={self.num_beams} must be at least 1")
         if any(not text for text in self.stop):
-            raise DataError("a stop string is empty; give non-empty text")
+            raise ConfigError("a stop string is empty; give non-empty text")
         if self.precision not in PRECISIONS:
-            raise DataError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
-
-
-@dataclass
-class Completion:
-    text: str
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
+            raise ConfigError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -124,14 +113,6 @@ class TextStream:
     def text(self) -> str:
         """Everything that is left, joined (consumes the stream)."""
         return "".join(self)
-
-
-def end_of_text_ids(tokenizer: Tokenizer) -> set[int]:
-    """Token ids that end a reply: the end-of-text token and the chat format's `</s>`."""
-    ids = {tokenizer.eot_id} if tokenizer.eot_id is not None else set()
-    if (closing := tokenizer.special_tokens.get(EOS)) is not None:
-        ids.add(closing)
-    return ids
 
 
 def encode_prompt(tokenizer: Tokenizer, prompt: str | Sequence[int], block_size: int) -> list[int]:
@@ -205,50 +186,11 @@ def _beam_pieces(
     stream.completion_tokens = len(new_ids)
     stream.finish_reason = "length" if len(new_ids) == settings.max_new_tokens else "stop"
     text = tokenizer.decode(new_ids)
-    held = _StopMatcher(settings.stop)
+    held = StopMatcher(settings.stop)
     piece, stopped = held.push(text, may_stop=True)
     if stopped:
         stream.finish_reason = "stop"
     yield from filter(None, [piece, "" if stopped else held.release()])
-
-
-class _StopMatcher:
-    """Holds back streamed text that might be the beginning of a stop string."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = tuple(stops)
-        self.pending = ""
-
-    def push(self, piece: str, may_stop: bool) -> tuple[str, bool]:
-        """Add text; return (text safe to emit, whether a stop string was reached)."""
-        self.pending += piece
-        if not self.stops:
-            out, self.pending = self.pending, ""
-            return out, False
-        if may_stop:
-            hits = [i for stop in self.stops if (i := self.pending.find(stop)) >= 0]
-            if hits:
-                out, self.pending = self.pending[: min(hits)], ""
-                return out, True
-        keep = self._longest_stop_prefix_at_end() if may_stop else 0
-        out, self.pending = (
-            self.pending[: len(self.pending) - keep],
-            self.pending[len(self.pending) - keep :],
-        )
-        return out, False
-
-    def release(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-    def _longest_stop_prefix_at_end(self) -> int:
-        longest = 0
-        for stop in self.stops:
-            for length in range(min(len(stop) - 1, len(self.pending)), longest, -1):
-                if self.pending.endswith(stop[:length]):
-                    longest = length
-                    break
-        return longest
 
 
 def generate_batch(
@@ -272,119 +214,6 @@ def generate_batch(
     while batch.rows:
         batch.step()
     return [generation.completion() for generation in generations]
-
-
-class Generation:
-    """One prompt's continuation in progress: its settings and random stream, the tokens drawn
-    so far, and the text released so far (text that may begin a stop string is held back)."""
-
-    def __init__(
-        self,
-        tokenizer: Tokenizer,
-        prompt_ids: Sequence[int],
-        settings: GenerationSettings,
-        seed_offset: int = 0,
-    ) -> None:
-        if not prompt_ids:
-            raise DataError("the prompt has no tokens")
-        self.prompt_ids = list(prompt_ids)
-        self.settings = settings
-        self.stop_ids = end_of_text_ids(tokenizer) if settings.stop_at_end_of_text else set()
-        self.generated: list[int] = []
-        self.token_logprobs: list[TokenLogprob] = []  # one per generated token, if asked
-        # (1, V) times each id was generated, for OpenAI's penalties: kept up to date by `push`
-        # once made, instead of counted again over the whole reply at every step
-        self._generated_counts: Tensor | None = None
-        self.text = ""  # released so far
-        self.finish_reason: FinishReason | None = None
-        self._decoder = StreamDecoder(tokenizer)
-        self._held = _StopMatcher(settings.stop)
-        self.generator = torch.Generator()
-        if settings.seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(settings.seed + seed_offset)  # below 2**64: SEED_LIMIT
-        if settings.max_new_tokens == 0:
-            self.finish_reason = "length"
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def sampling(self) -> tuple[float, int, float]:
-        """(temperature, top_k, top_p): rows that share these are sampled as one group."""
-        return self.settings.temperature, self.settings.top_k, self.settings.top_p
-
-    @property
-    def adjusts_logits(self) -> bool:
-        return self._penalises or self._forbids_end
-
-    @property
-    def _penalises(self) -> bool:
-        settings = self.settings
-        return (
-            settings.repetition_penalty != 1.0
-            or settings.presence_penalty != 0.0
-            or settings.frequency_penalty != 0.0
-        )
-
-    @property
-    def _forbids_end(self) -> bool:
-        return len(self.generated) < self.settings.min_new_tokens and bool(self.stop_ids)
-
-    def adjust(self, logits: Tensor, seen: Tensor) -> Tensor:
-        """This row's logits (1, V) with its penalties applied, and end-of-text forbidden before
-        min_new_tokens; `seen` (1, L) holds the context's ids, -1 for padding. The repetition
-        penalty looks at the whole context, OpenAI's penalties at the generated tokens only."""
-        settings = self.settings
-        if settings.repetition_penalty != 1.0:
-            logits = apply_repetition_penalty(logits, seen, settings.repetition_penalty)
-        if settings.presence_penalty or settings.frequency_penalty:
-            if self._generated_counts is None:
-                generated = torch.tensor(self.generated, dtype=torch.long, device=logits.device)
-                self._generated_counts = torch.bincount(generated, minlength=logits.size(-1))
-            logits = apply_presence_and_frequency_penalties(
-                logits,
-                self._generated_counts.view(1, -1),
-                settings.presence_penalty,
-                settings.frequency_penalty,
-            )
-        return without_ids(logits, self.stop_ids) if self._forbids_end else logits
-
-    def push(self, token: int) -> str:
-        """Take the drawn token; return the text it releases (often "") and finish at an
-        end-of-text id, a stop string, or max_new_tokens."""
-        self.generated.append(token)
-        if self._generated_counts is not None:
-            self._generated_counts[token] += 1
-        may_stop = len(self.generated) > self.settings.min_new_tokens
-        if token in self.stop_ids:
-            self.finish_reason = "stop"
-            return self._release(self._finish(may_stop))
-        piece, stopped = self._held.push(self._decoder.push(token), may_stop)
-        if stopped:
-            self.finish_reason = "stop"
-        elif len(self.generated) >= self.settings.max_new_tokens:
-            piece += self._finish(may_stop)
-        return self._release(piece)
-
-    def completion(self) -> Completion:
-        assert self.finish_reason is not None, "the generation has not finished"
-        return Completion(self.text, self.finish_reason, len(self.prompt_ids), len(self.generated))
-
-    def _finish(self, may_stop: bool) -> str:
-        """The text still held back or undecoded, at the end."""
-        piece, stopped = self._held.push(self._decoder.flush(), may_stop)
-        if stopped:
-            self.finish_reason = "stop"
-            return piece
-        self.finish_reason = self.finish_reason or "length"
-        return piece + self._held.release()
-
-    def _release(self, piece: str) -> str:
-        self.text += piece
-        return piece
 
 
 class BatchedGeneration:

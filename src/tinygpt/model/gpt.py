@@ -7,13 +7,10 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from tinygpt.config import ModelConfig
-from tinygpt.model.dropout import Dropout
 from tinygpt.model.hybrid_attention import make_attention
-from tinygpt.model.kv_cache import KVCache, LayerCache
-from tinygpt.model.linear import Linear
+from tinygpt.model.kv_cache import CacheStep, KVCache, LayerCache
 from tinygpt.model.loss import IGNORE_INDEX, language_model_loss
 from tinygpt.model.mlp import feed_forward
 from tinygpt.model.norm import make_norm
@@ -29,8 +26,10 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = feed_forward(config)
 
-    def forward(self, x: Tensor, cache: LayerCache | None = None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(
+        self, x: Tensor, cache: LayerCache | None = None, step: CacheStep | None = None
+    ) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, step)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -48,9 +47,8 @@ class GPT(nn.Module):
         self.wpe = (
             nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
         )
-        self.drop = Dropout(config.dropout)
+        self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.gradient_checkpointing = False  # set by the trainer (TrainConfig), not a shape
         self.ln_f = make_norm(config)
         if config.output == "adaptive":
             self.lm_head = None
@@ -59,7 +57,7 @@ class GPT(nn.Module):
             )
         else:
             self.adaptive_head = None
-            self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
             if config.tie_weights:
                 # Press & Wolf 2017: one matrix both embeds tokens and scores them.
                 self.lm_head.weight = self.wte.weight
@@ -67,8 +65,9 @@ class GPT(nn.Module):
 
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer) so the residual
-        stream's variance does not grow with depth. `xavier` (seed 004) uses Glorot-uniform for
-        every Linear instead. Embeddings are N(0, 0.02) in both (the tied head is an embedding)."""
+        stream's variance does not grow with depth. `xavier` (the char-level tinygpt spec,
+        docs/specs.md) uses Glorot-uniform for every Linear instead. Embeddings are N(0, 0.02) in
+        both (the tied head is an embedding)."""
         if isinstance(module, nn.Linear):
             if self.config.init == "xavier":
                 nn.init.xavier_uniform_(module.weight)
@@ -91,22 +90,18 @@ class GPT(nn.Module):
         if start + T > block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {block_size}")
         x = self.wte(idx)  # (B, T, C)
-        if cache is not None:
-            cache.begin(T)
+        step = cache.begin(T) if cache is not None else None
         if self.wpe is not None:
-            positions = cache.step.positions if cache else torch.arange(T, device=idx.device)
+            positions = step.positions if step is not None else torch.arange(T, device=idx.device)
             x = x + self.wpe(positions)  # (B, T, C) or (T, C) broadcast over B
         x = self.drop(x)
-        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for index, block in enumerate(self.blocks):
-            if recompute and cache is None:
-                # keep only the block's input; backward reruns the block (Chen et al. 2016)
-                # after restoring the RNG state, so dropout draws the same masks again
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x, cache.layers[index] if cache is not None else None)
-        if cache is not None:
-            cache.end()
+        if cache is None:
+            for block in self.blocks:
+                x = block(x)
+        else:
+            for block, layer_cache in zip(self.blocks, cache.layers, strict=True):
+                x = block(x, layer_cache, step)
+            cache.end(step)
         return self.ln_f(x)
 
     def forward(

@@ -1,5 +1,6 @@
-"""Hybrid attention (seed 000): global grouped-query softmax attention plus a local additive
-(Bahdanau-style) branch over the last `local_window` tokens, mixed by a learned per-head gate.
+"""Hybrid attention (the hybrid-attention spec, docs/specs.md): global grouped-query softmax
+attention plus a local additive (Bahdanau-style) branch over the last `local_window` tokens,
+mixed by a learned per-head gate.
 
 For head h at position t:
 
@@ -25,6 +26,7 @@ the time and memory against the baseline block.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +34,7 @@ from torch import Tensor, nn
 
 from tinygpt.config import ModelConfig
 from tinygpt.model.attention import CausalSelfAttention
-from tinygpt.model.dropout import dropout
-from tinygpt.model.kv_cache import LayerCache
+from tinygpt.model.kv_cache import CacheStep, LayerCache
 
 
 # B batch, T time, H query heads, K key/value heads, G = H / K, D head dim, A local_dim, W window
@@ -42,53 +43,58 @@ class HybridAttention(CausalSelfAttention):
 
     def __init__(self, config: ModelConfig) -> None:
         H, K, A = config.n_head, config.kv_heads, config.local_dim
-        super().__init__(config, extra_width=(H * A, K * A))
+        # the local queries and keys come out of the same fused projection as q, k and v
+        super().__init__(config, feature_widths=(H * A, K * A))
         self.local_window = config.local_window
         self.local_dim = A
         self.score_vector = nn.Parameter(torch.randn(H, A) / math.sqrt(A))  # w_h
         self.gate_logit = nn.Parameter(torch.zeros(H))  # sigmoid(0) = 1/2: both branches count
+        self.local_dropout = nn.Dropout(config.dropout)  # on the local branch's weights
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, extra: list[Tensor]) -> Tensor:
-        global_out = super().attend(q, k, v, extra)  # (B, H, T, D)
-        local_out = self._local(q, extra, extra[1], v, first_valid=None)
-        return self._mix(global_out, local_out)
-
-    def attend_cached(
-        self, q: Tensor, k: Tensor, v: Tensor, extra: list[Tensor], cache: LayerCache
+    def forward(
+        self, x: Tensor, cache: LayerCache | None = None, step: CacheStep | None = None
     ) -> Tensor:
-        global_out = super().attend_cached(q, k, v, extra, cache)  # stores k and v
-        B, T_new = q.size(0), q.size(2)
-        new_keys = extra[1].view(B, T_new, self.n_kv_head, self.local_dim).transpose(1, 2)
-        all_keys = cache.append_local(new_keys)  # (B, K, T_all, A)
-        values = cache.values[:, :, : all_keys.size(2)]  # (B, K, T_all, D)
-        first_valid = cache.cache.first_slot
-        local_out = self._local(q, extra, all_keys, values, first_valid)
-        return self._mix(global_out, local_out)
+        B, T, _ = x.shape
+        H, K, A = self.n_head, self.n_kv_head, self.local_dim
+        qkv_width = sum(self.split_sizes[:3])
+        qkv, local_queries, local_keys = self.qkv(x).split([qkv_width, H * A, K * A], dim=2)
+        q, k, v = self.split_heads(qkv, step)
+        local_queries = local_queries.view(B, T, H, A).transpose(1, 2)  # (B, H, T, A)
+        local_keys = local_keys.view(B, T, K, A).transpose(1, 2)  # (B, K, T, A)
+        if cache is None:
+            global_out = self.attend(q, k, v)  # (B, H, T, D)
+            local_out = self.attend_local(local_queries, local_keys, v)
+        else:
+            assert step is not None, "a cached forward needs the cache's step"
+            global_out = self.attend_cached(q, k, v, cache, step)  # stores k and v
+            all_local_keys = cache.append_local(local_keys, step)  # (B, K, T_all, A)
+            values = cache.values[:, :, : step.end]  # (B, K, T_all, D)
+            local_out = self.attend_local(local_queries, all_local_keys, values, step.first_slot)
+        return self.merge_heads(self.mix(global_out, local_out))
 
-    def _local(
+    def attend_local(
         self,
-        q: Tensor,
-        extra: list[Tensor],
-        keys: Tensor,
+        local_queries: Tensor,
+        local_keys: Tensor,
         values: Tensor,
-        first_valid: Tensor | None,
+        first_valid: Tensor | None = None,
     ) -> Tensor:
-        B, H, T, _ = q.shape
-        K, A = self.n_kv_head, self.local_dim
-        query_features = extra[0].view(B, T, H, A).transpose(1, 2)  # (B, H, T, A)
-        if keys.dim() == 3:  # training: this pass's features (B, T, K * A)
-            keys = keys.view(B, T, K, A).transpose(1, 2)  # (B, K, T, A)
+        """The local branch, with dropout on its weights in training: local_queries
+        (B, H, T, A) of the last T of the T_all positions in local_keys (B, K, T_all, A) and
+        values (B, K, T_all, D) -> (B, H, T, D); see `local_attention_weights` for
+        `first_valid`."""
         return local_additive_attention(
-            query_features,
-            keys,
+            local_queries,
+            local_keys,
             values,
             self.score_vector,
             self.local_window,
-            self.dropout if self.training else 0.0,
             first_valid,
-        )  # (B, H, T, D)
+            self.local_dropout,
+        )
 
-    def _mix(self, global_out: Tensor, local_out: Tensor) -> Tensor:
+    def mix(self, global_out: Tensor, local_out: Tensor) -> Tensor:
+        """g_h global_h + (1 - g_h) local_h for each head h: (B, H, T, D) each -> (B, H, T, D)."""
         H = global_out.size(1)
         return torch.lerp(local_out, global_out, self.gate().view(1, H, 1, 1).to(global_out.dtype))
 
@@ -189,17 +195,20 @@ def local_additive_attention(
     v: Tensor,
     score_vector: Tensor,
     window: int,
-    dropout_p: float = 0.0,
     first_valid: Tensor | None = None,
+    weight_dropout: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """The local branch: additive attention of each position over its last `window` positions.
-    v (B, K, T_all, D); see `local_attention_weights` for the rest. -> (B, H, T, D)."""
+    v (B, K, T_all, D); see `local_attention_weights` for the rest; `weight_dropout` applies to
+    the weights (B, H, T, W). -> (B, H, T, D)."""
     B, H, T, _ = query_features.shape
     K, D = v.shape[1], v.shape[-1]
     weights = local_attention_weights(
         query_features, key_features, score_vector, window, first_valid
     )
-    weights = dropout(weights, dropout_p, training=dropout_p > 0).to(v.dtype)
+    if weight_dropout is not None:
+        weights = weight_dropout(weights)
+    weights = weights.to(v.dtype)
     W = weights.size(-1)
     windows = _windows(v, T, W)  # (B, K, T, W, D)
     grouped = weights.view(B, K, H // K, T, W).transpose(2, 3)  # (B, K, T, G, W)

@@ -7,6 +7,10 @@ its positions count from there (slot - first_slot), and slots before it are mask
 attention. With grouped-query attention the cache holds n_kv_head heads, not n_head: that is
 GQA's memory saving. The hybrid attention also keeps its local key features (`local_dim` per
 key/value head), of which it reads the last `local_window` slots.
+
+A forward pass over new tokens opens a `CacheStep` (`KVCache.begin`): what every layer needs to
+know about those tokens, handed to each layer as an argument beside the layer's own
+`LayerCache`; `KVCache.end` then counts the slots as filled.
 """
 
 from __future__ import annotations
@@ -19,43 +23,43 @@ from torch import Tensor
 from tinygpt.config import ModelConfig
 
 
-@dataclass
-class _Step:
-    """What every layer needs to know about the tokens of the current forward pass."""
+@dataclass(frozen=True)
+class CacheStep:
+    """The new tokens of one forward pass, as every layer sees them."""
 
-    start: int  # slot of the first new token
+    start: int  # slot of the first new token: where the layers write its keys and values
     count: int  # new tokens per sequence
     positions: Tensor  # (B, count) position of each new token within its own sequence
     mask: Tensor | None  # (B, 1, count, start + count) True where a key may be seen; None: all
+    first_slot: Tensor  # (B,) slot of each sequence's first token (left padding before it)
+
+    @property
+    def end(self) -> int:
+        """One past the slot of the last new token: how many slots hold keys after the pass."""
+        return self.start + self.count
 
 
 class LayerCache:
     """One attention layer's slice of the cache."""
 
-    def __init__(self, cache: KVCache, keys: Tensor, values: Tensor, local_keys: Tensor | None):
-        self.cache = cache
+    def __init__(self, keys: Tensor, values: Tensor, local_keys: Tensor | None) -> None:
         self.keys = keys  # (B, K, capacity, D)
         self.values = values  # (B, K, capacity, D)
         self.local_keys = local_keys  # (B, K, capacity, A), hybrid attention only
 
-    @property
-    def step(self) -> _Step:
-        assert self.cache.step is not None, "KVCache.begin(count) was not called"
-        return self.cache.step
+    def append(self, k: Tensor, v: Tensor, step: CacheStep) -> tuple[Tensor, Tensor]:
+        """Store the new keys and values (B, K, count, D) at the step's slots; return all of
+        them so far, (B, K, step.end, D) each."""
+        self.keys[:, :, step.start : step.end] = k
+        self.values[:, :, step.start : step.end] = v
+        return self.keys[:, :, : step.end], self.values[:, :, : step.end]
 
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store the new keys and values (B, K, count, D); return all of them so far."""
-        end = self.step.start + self.step.count
-        self.keys[:, :, self.step.start : end] = k
-        self.values[:, :, self.step.start : end] = v
-        return self.keys[:, :, :end], self.values[:, :, :end]
-
-    def append_local(self, key_features: Tensor) -> Tensor:
+    def append_local(self, key_features: Tensor, step: CacheStep) -> Tensor:
         """Store the hybrid's new local key features (B, K, count, A); return all so far."""
-        assert self.local_keys is not None
-        end = self.step.start + self.step.count
-        self.local_keys[:, :, self.step.start : end] = key_features
-        return self.local_keys[:, :, :end]
+        if self.local_keys is None:
+            raise ValueError("this cache was made for a model without hybrid attention")
+        self.local_keys[:, :, step.start : step.end] = key_features
+        return self.local_keys[:, :, : step.end]
 
 
 class KVCache:
@@ -74,11 +78,9 @@ class KVCache:
         if first_slot is None:
             first_slot = torch.zeros(batch, dtype=torch.long)
         self.first_slot = first_slot.to(device)  # (B,) slot of each sequence's first token
-        self.step: _Step | None = None
         hybrid = config.attention == "hybrid"
         self.layers = [
             LayerCache(
-                self,
                 torch.zeros(batch, K, capacity, D, device=device, dtype=dtype),
                 torch.zeros(batch, K, capacity, D, device=device, dtype=dtype),
                 torch.zeros(batch, K, capacity, config.local_dim, device=device, dtype=dtype)
@@ -96,8 +98,8 @@ class KVCache:
         tensors = [t for layer in self.layers for t in (layer.keys, layer.values, layer.local_keys)]
         return sum(t.nbytes for t in tensors if t is not None)
 
-    def begin(self, count: int) -> None:
-        """Prepare for a forward pass over `count` new tokens per sequence."""
+    def begin(self, count: int) -> CacheStep:
+        """The step of a forward pass over `count` new tokens per sequence."""
         if self.length + count > self.capacity:
             raise ValueError(
                 f"KV cache full: {self.length} + {count} tokens exceed its {self.capacity} slots"
@@ -105,12 +107,13 @@ class KVCache:
         device = self.first_slot.device
         slots = torch.arange(self.length, self.length + count, device=device)  # (count,)
         positions = (slots.view(1, -1) - self.first_slot.view(-1, 1)).clamp(min=0)  # (B, count)
-        self.step = _Step(self.length, count, positions, self._mask(slots))
+        return CacheStep(self.length, count, positions, self._mask(slots), self.first_slot)
 
-    def end(self) -> None:
-        assert self.step is not None
-        self.length += self.step.count
-        self.step = None
+    def end(self, step: CacheStep) -> None:
+        """Count the step's slots as filled, once every layer has stored its keys."""
+        if step.start != self.length:
+            raise ValueError(f"the step starts at slot {step.start}, the cache at {self.length}")
+        self.length = step.end
 
     def _mask(self, query_slots: Tensor) -> Tensor | None:
         """(B, 1, count, length + count): a query sees keys of its own sequence up to itself."""

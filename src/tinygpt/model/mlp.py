@@ -5,8 +5,6 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from tinygpt.config import ModelConfig
-from tinygpt.model.dropout import Dropout
-from tinygpt.model.linear import Linear
 
 
 def gelu(config: ModelConfig) -> nn.GELU:
@@ -21,15 +19,15 @@ class GatedMLP(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.fc = Linear(config.n_embd, 2 * config.ffn_width, bias=config.bias)
+        self.fc = nn.Linear(config.n_embd, 2 * config.ffn_width, bias=config.bias)
         self.act = nn.SiLU() if config.ffn == "swiglu" else gelu(config)
-        self.proj = Linear(config.ffn_width, config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.ffn_width, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
-        self.dropout = Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.fc(x).chunk(2, dim=-1)  # 2 x (B, T, ffn_width)
-        return self.dropout(self.proj(self.act(gate) * up))
+        return self.resid_dropout(self.proj(self.act(gate) * up))
 
 
 def feed_forward(config: ModelConfig) -> nn.Module:
@@ -47,11 +45,11 @@ class MLP(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.fc = Linear(config.n_embd, config.ffn_width, bias=config.bias)
+        self.fc = nn.Linear(config.n_embd, config.ffn_width, bias=config.bias)
         self.act = gelu(config)
-        self.proj = Linear(config.ffn_width, config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.ffn_width, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True  # scaled at init, see GPT._init_weights
-        self.dropout = Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.proj(self.act(self.fc(x))))
+        return self.resid_dropout(self.proj(self.act(self.fc(x))))

@@ -25,13 +25,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from tinygpt.generate.decode import prompt_logprobs
-from tinygpt.generate.engine import (
-    BatchedGeneration,
-    FinishReason,
-    Generation,
-    GenerationSettings,
-    stream_text,
-)
+from tinygpt.generate.engine import BatchedGeneration, GenerationSettings, stream_text
+from tinygpt.generate.generation import FinishReason, Generation
 from tinygpt.generate.sampling import TokenLogprob
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.base import Tokenizer

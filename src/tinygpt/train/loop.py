@@ -41,6 +41,8 @@ from tinygpt.run.metrics import METRICS_FILE, MetricsLog
 from tinygpt.run.sizing import tokens_per_step
 from tinygpt.runtime import Runtime, measure_matmul_peak, seed_everything, setup_runtime
 from tinygpt.train import distributed
+from tinygpt.train.activation_checkpointing import checkpoint_blocks
+from tinygpt.train.cpu_speedups import apply_cpu_speedups, keep_freed_memory_in_process
 from tinygpt.train.distributed import SINGLE_PROCESS, DistributedContext
 from tinygpt.train.evaluation import evaluate_fixed_batches
 from tinygpt.train.optim import build_optimizer, set_learning_rate
@@ -92,7 +94,11 @@ class Trainer:
         self.model = model if model is not None else GPT(config.model)
         if model_state is not None:  # before FSDP turns the parameters into shards
             load_weights_into(self.model, model_state)
-        self.model.gradient_checkpointing = config.train.gradient_checkpointing
+        if config.train.gradient_checkpointing:
+            checkpoint_blocks(self.model)
+        if self.runtime.device_type == "cpu":
+            keep_freed_memory_in_process()
+            apply_cpu_speedups(self.model)
         self.wrapped: torch.nn.Module | None = None
         if not context.is_distributed:
             self.model.to(self.runtime.device)
