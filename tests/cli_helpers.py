@@ -13,11 +13,16 @@ from typing import Any
 from tinygpt.cli import main
 from tinygpt.serve.server import url_of
 
-# DailyDialog's validation file in shared/data, beside the checkout
-DAILYDIALOG = (
+# DailyDialog's validation file in shared/data beside the checkout (1,000 dialogues); without
+# it, the 50 dialogues of tests/fixtures, written for the tests
+SHARED_DAILYDIALOG = (
     Path(__file__).resolve().parents[2] / "shared/data/dailydialog/validation/"
     "dialogues_validation.txt"
 )
+FIXTURE_DAILYDIALOG = (
+    Path(__file__).resolve().parent / "fixtures/dialogs/dailydialog/train/dialogues_train.txt"
+)
+DAILYDIALOG = SHARED_DAILYDIALOG if SHARED_DAILYDIALOG.is_file() else FIXTURE_DAILYDIALOG
 # a model and run that train in a second on any text
 TINY = [
     "--block_size", "16", "--n_layer", "2", "--n_head", "2", "--n_embd", "32",

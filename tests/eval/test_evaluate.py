@@ -150,8 +150,8 @@ def test_eval_refuses_data_of_another_tokenizer(capsys, text_run, tmp_path, is_p
     assert len(err.splitlines()) == 1
 
 
-def test_bleu_on_a_tiny_dialog_run(capsys, shared_data: Path, tmp_path: Path, monkeypatch):
-    source = shared_data / "dailydialog" / "validation"
+def test_bleu_on_a_tiny_dialog_run(capsys, dialog_fixtures: Path, tmp_path: Path, monkeypatch):
+    source = dialog_fixtures / "dailydialog" / "train"
     run_dir = train(
         tmp_path / "run",
         source,

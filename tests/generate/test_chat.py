@@ -26,8 +26,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def dialog_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A chat model trained for seconds on DailyDialog's validation dialogues."""
-    if not DAILYDIALOG.is_file():
-        pytest.skip(f"{DAILYDIALOG} is absent")
     run_dir = tmp_path_factory.mktemp("runs") / "dialog"
     assert main(["train", "--data", str(DAILYDIALOG), "--out", str(run_dir), *TINY_DIALOG]) == 0
     return run_dir

@@ -29,8 +29,6 @@ class Slowdown:
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[GPT, Tokenizer, RunConfig]:
     """A chat model trained for seconds on DailyDialog: what the server serves."""
-    if not DAILYDIALOG.is_file():
-        pytest.skip(f"{DAILYDIALOG} is absent")
     run_dir = tmp_path_factory.mktemp("runs") / "dialog"
     assert main(["train", "--data", str(DAILYDIALOG), "--out", str(run_dir), *TINY_DIALOG]) == 0
     return load_model_from_run(run_dir, "best", "cpu")

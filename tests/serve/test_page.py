@@ -53,20 +53,32 @@ RECORD_REPLY = """() => {
 }"""
 
 
+GREETINGS = ("Hello!", "How are you today?", "What would you like to eat?", "Where are you going?")
+
+
+def a_message_with_a_long_reply(client: openai.OpenAI, model_name: str) -> tuple[str, str]:
+    """A message and its greedy reply of several characters, so that streaming shows: a model
+    trained for seconds answers some messages in one token."""
+    for message in GREETINGS:
+        reply = client.chat.completions.create(
+            model=model_name,
+            messages=[{"role": "user", "content": message}],
+            temperature=0,
+            max_tokens=20,
+        )
+        text = reply.choices[0].message.content or ""
+        if len(text) >= 3:
+            return message, text
+    pytest.fail(f"the served model answers each of {GREETINGS} in under 3 characters")
+
+
 def test_the_chat_page_streams_a_reply_in_headless_chromium(
     client: openai.OpenAI, server: str, model_name: str, slowdown: type
 ):
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
-    greedy = client.chat.completions.create(
-        model=model_name,
-        messages=[{"role": "user", "content": "Hello!"}],
-        temperature=0,
-        max_tokens=20,
-    )
-    expected = greedy.choices[0].message.content
-    assert expected
+    message, expected = a_message_with_a_long_reply(client, model_name)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
@@ -80,7 +92,7 @@ def test_the_chat_page_streams_a_reply_in_headless_chromium(
             page.evaluate(RECORD_REPLY)
             slowdown.seconds = 0.01  # tokens arrive apart, as from a bigger model
             try:
-                page.fill("#message", "Hello!")
+                page.fill("#message", message)
                 page.click("#send")
                 page.wait_for_function("!document.getElementById('send').disabled", timeout=60_000)
             finally:
@@ -90,6 +102,6 @@ def test_the_chat_page_streams_a_reply_in_headless_chromium(
             states = [s for s in page.evaluate("window.replyStates") if s]
         finally:
             browser.close()
-    assert user_turn == "Hello!"
+    assert user_turn == message
     assert shown == expected  # the page sends what the API gets and joins the stream right
     assert len(set(states)) >= 2 and all(expected.startswith(s) for s in states)  # it streamed
