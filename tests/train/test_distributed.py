@@ -106,6 +106,7 @@ def fsdp_run(ddp_run) -> dict[str, Any]:
     return {"dir": run_dir, "state": state_at(run_dir), "stderr": done.stderr}
 
 
+@pytest.mark.slow  # torchrun: two processes, ~10 s a start on 2 cores
 def test_two_ranks_of_batch_b_train_like_one_rank_of_batch_2b(reference, ddp_run):
     assert_close_states(ddp_run["state"], reference["states"][2])
     expected, actual = evals(reference["dir"])[:2], evals(ddp_run["dir"])[:2]
@@ -113,6 +114,7 @@ def test_two_ranks_of_batch_b_train_like_one_rank_of_batch_2b(reference, ddp_run
     np.testing.assert_allclose(np.array(actual), np.array(expected), rtol=0, atol=TOLERANCE)
 
 
+@pytest.mark.slow  # torchrun: two processes, ~10 s a start on 2 cores
 def test_the_checkpoint_holds_the_plain_model_and_optimizer(reference, ddp_run):
     checkpoint = load_checkpoint(ddp_run["dir"], "last")
     single = load_checkpoint(reference["dir"], "last")
@@ -123,6 +125,7 @@ def test_the_checkpoint_holds_the_plain_model_and_optimizer(reference, ddp_run):
     assert len(checkpoint.train_state["rng_torch_ranks"]) == 2
 
 
+@pytest.mark.slow  # torchrun: two processes, ~10 s a start on 2 cores
 def test_only_rank_zero_writes_files_metrics_and_logs(ddp_run):
     assert ddp_run["listing"] == [
         ".lock",  # rank 0's lock on the run (the other ranks take none)
@@ -144,6 +147,7 @@ def test_only_rank_zero_writes_files_metrics_and_logs(ddp_run):
     assert ddp_run["stderr"].count("step 2 | train") == 1  # rank 1 logs nothing at INFO
 
 
+@pytest.mark.slow  # torchrun: two processes, ~10 s a start on 2 cores
 def test_fsdp_with_gradient_checkpointing_continues_a_ddp_checkpoint(reference, fsdp_run):
     assert_close_states(fsdp_run["state"], reference["states"][4])
     expected, actual = evals(reference["dir"]), evals(fsdp_run["dir"])
@@ -153,6 +157,7 @@ def test_fsdp_with_gradient_checkpointing_continues_a_ddp_checkpoint(reference, 
     assert saved["distributed"] == "fsdp" and saved["gradient_checkpointing"] is True
 
 
+@pytest.mark.slow  # torchrun: two processes, ~10 s a start on 2 cores
 def test_a_two_rank_checkpoint_resumes_on_one_process(reference, fsdp_run):
     trainer = resume_run(fsdp_run["dir"], {"max_iters": 6, "distributed": "ddp"})
     assert trainer.progress.step == 4
