@@ -57,8 +57,8 @@ class ModelConfig:
     ffn: Literal["mlp", "swiglu", "geglu"] = option(
         "mlp", "GELU MLP, or a gated one (Shazeer 2020)"
     )
-    activation: Literal["gelu", "gelu_tanh"] = option(
-        "gelu", "mlp, geglu: exact GELU or GPT-2's tanh"
+    activation: Literal["gelu", "gelu_tanh", "relu2"] = option(
+        "gelu", "mlp, geglu: exact GELU or GPT-2's tanh; mlp: relu2, ReLU squared (Primer)"
     )
     dropout: float = option(0.2, "on embeddings, attention weights and residual branches")
     bias: bool = option(True, "biases in Linear and LayerNorm layers")
@@ -73,13 +73,27 @@ class ModelConfig:
         "", 'adaptive: ascending token ids ending each cluster; "": V/16,V/4'
     )
     init: Literal["gpt2", "xavier"] = option("gpt2", "weight initialisation scheme")
+    zero_init_proj: bool = option(
+        False, "attention and MLP output projections start at zero (modded-nanogpt)"
+    )
+    qk_norm: bool = option(False, "RMS-normalise each head's queries and keys (OLMo 2)")
+    logit_softcap: float = option(0.0, "logits = cap * tanh(logits / cap) (Gemma 2); 0: off")
+    embed_mix: bool = option(
+        False, "each block reads a * x + b * x0, learned, x0 the embedding (modded-nanogpt)"
+    )
 
     def __post_init__(self) -> None:
         _check_positive(self, "block_size", "n_layer", "n_head", "n_embd")
         _check_non_negative(self, "vocab_size", "ffn_hidden", "n_kv_head")
         _check_fraction(self, "dropout")
         _check_positive(self, "rope_theta", "local_window", "local_dim")
+        _check_non_negative(self, "logit_softcap")
         self._check_adaptive_output()
+        if self.activation == "relu2" and self.ffn != "mlp":
+            raise ConfigError(
+                f"activation=relu2 is for ffn=mlp, not ffn={self.ffn}; use ffn=mlp or "
+                "activation=gelu"
+            )
         if self.position == "rope" and self.head_dim % 2:
             raise ConfigError(
                 f"RoPE rotates channel pairs, but the head dimension n_embd / n_head = "
@@ -100,6 +114,11 @@ class ModelConfig:
     def _check_adaptive_output(self) -> None:
         if self.output != "adaptive":
             return
+        if self.logit_softcap:
+            raise ConfigError(
+                "logit_softcap caps logits, but adaptive softmax outputs log-probabilities; "
+                "add --logit_softcap 0 or --output softmax"
+            )
         if self.tie_weights:
             raise ConfigError(
                 "adaptive softmax has its own output layers and cannot share the token "

@@ -48,3 +48,18 @@ def assert_causal() -> Callable[[GPT, int], None]:
         assert not torch.allclose(before[:, position:], after[:, position:])
 
     return check
+
+
+@pytest.fixture
+def perturbed() -> Callable[[GPT], GPT]:
+    """Add noise to every parameter, in place: so a check cannot pass because an initialisation
+    (zero output projections, an embedding mix starting at 1 and 0) makes a part a no-op."""
+
+    def perturb(model: GPT) -> GPT:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+        return model
+
+    return perturb

@@ -26,13 +26,24 @@ VARIANTS = {
     "adaptive": dataclasses.replace(
         BASE, output="adaptive", tie_weights=False, adaptive_cutoffs="10,30"
     ),
+    # issue 14's model ideas, together (tests/model/test_model_ideas.py checks each alone)
+    "model-ideas": dataclasses.replace(
+        BASE,
+        position="rope",
+        qk_norm=True,
+        activation="relu2",
+        zero_init_proj=True,
+        logit_softcap=2.0,
+        embed_mix=True,
+        tie_weights=False,
+    ),
 }
 
 
 @pytest.fixture(params=list(VARIANTS))
-def model(request) -> GPT:
+def model(request, perturbed) -> GPT:
     torch.manual_seed(0)
-    return GPT(VARIANTS[request.param]).eval()
+    return perturbed(GPT(VARIANTS[request.param])).eval()
 
 
 def test_cached_logits_equal_full_recomputation_token_by_token(model):

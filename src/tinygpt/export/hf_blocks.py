@@ -26,6 +26,13 @@ BLOCKS: dict[Architecture, dict[str, Any]] = {
     "gpt2": {"position": "learned", "norm": "layernorm", "ffn": "mlp"},
     "llama": {"position": "rope", "norm": "rmsnorm", "ffn": "swiglu", "bias": False},
 }
+# model ideas neither block computes, with the value that turns each off (zero_init_proj is only
+# an initialisation, so it exports)
+NOT_IN_EITHER_BLOCK: dict[str, Any] = {
+    "qk_norm": False,
+    "logit_softcap": 0.0,
+    "embed_mix": False,
+}
 SUPPORTED = (
     "the GPT-2 block (position=learned, norm=layernorm, ffn=mlp, no n_kv_head) as GPT2LMHeadModel "
     "and the Llama block (position=rope, norm=rmsnorm, ffn=swiglu, bias=false) as "
@@ -65,6 +72,12 @@ def hf_export_problems(config: ModelConfig) -> tuple[Architecture, list[str]]:
         problems.append(f"attention={config.attention} has no transformers equivalent")
     if config.output != "softmax":
         problems.append(f"output={config.output} (adaptive softmax) has no transformers equivalent")
+    for name, off in NOT_IN_EITHER_BLOCK.items():
+        value = getattr(config, name)
+        if value != off:
+            problems.append(f"{name}={_show(value)} is in neither the GPT-2 nor the Llama block")
+    if config.activation == "relu2":  # hf_gpt2.GPT2_ACTIVATIONS does not map it (yet)
+        problems.append("activation=relu2 is in neither the GPT-2 nor the Llama block")
     architecture = min(BLOCKS, key=lambda name: len(_block_mismatches(config, name)))
     mismatches = _block_mismatches(config, architecture)
     if mismatches:

@@ -31,6 +31,7 @@ class CausalSelfAttention(nn.Module):
         kv_width = self.n_kv_head * self.head_dim
         self.split_sizes = [config.n_embd, kv_width, kv_width, *feature_widths]
         self.qkv = nn.Linear(config.n_embd, sum(self.split_sizes), bias=config.bias)
+        self.qk_norm = config.qk_norm
         self.rope = (
             RotaryEmbedding(self.head_dim, config.block_size, config.rope_theta)
             if config.position == "rope"
@@ -62,6 +63,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         v = v.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
+        if self.qk_norm:
+            q, k = qk_norm(q), qk_norm(k)
         if self.rope is not None:
             positions = step.positions if step is not None else None
             q, k = self.rope(q, positions), self.rope(k, positions)
@@ -89,3 +92,12 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(
             q, keys, values, attn_mask=step.mask, enable_gqa=keys.size(1) != q.size(1)
         )
+
+
+def qk_norm(x: Tensor) -> Tensor:
+    """RMS-normalise each head's vectors (..., D), with no learned gain (modded-nanogpt; OLMo 2,
+    arXiv:2501.00656, learns one): the attention logits q.k / sqrt(D) stay within sqrt(D), so
+    they cannot blow up and saturate the softmax, which lets training take a larger learning
+    rate. Applied before RoPE, as both do; without a gain the order does not matter, since a
+    rotation keeps each vector's length. Statistics in fp32, as RMSNorm's."""
+    return F.rms_norm(x.float(), (x.size(-1),), eps=1e-6).to(x.dtype)

@@ -50,6 +50,9 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = make_norm(config)
+        # (n_layer,) each: the weight of the stream and of the embedding in each block's input
+        self.embed_mix_x = nn.Parameter(torch.ones(config.n_layer)) if config.embed_mix else None
+        self.embed_mix_x0 = nn.Parameter(torch.zeros(config.n_layer)) if config.embed_mix else None
         if config.output == "adaptive":
             self.lm_head = None
             self.adaptive_head = nn.AdaptiveLogSoftmaxWithLoss(
@@ -67,13 +70,18 @@ class GPT(nn.Module):
         """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer) so the residual
         stream's variance does not grow with depth. `xavier` (the char-level tinygpt spec,
         docs/specs.md) uses Glorot-uniform for every Linear instead. Embeddings are N(0, 0.02) in
-        both (the tied head is an embedding)."""
+        both (the tied head is an embedding). `zero_init_proj` starts the residual projections at
+        zero instead (modded-nanogpt): each block then starts as the identity, and the stream
+        holds only the embedding until the projections learn."""
         if isinstance(module, nn.Linear):
-            if self.config.init == "xavier":
+            residual = getattr(module, "is_residual_projection", False)
+            if residual and self.config.zero_init_proj:
+                nn.init.zeros_(module.weight)
+            elif self.config.init == "xavier":
                 nn.init.xavier_uniform_(module.weight)
             else:
                 std = 0.02
-                if getattr(module, "is_residual_projection", False):
+                if residual:
                     std /= math.sqrt(2 * self.config.n_layer)
                 nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -94,15 +102,27 @@ class GPT(nn.Module):
         if self.wpe is not None:
             positions = step.positions if step is not None else torch.arange(T, device=idx.device)
             x = x + self.wpe(positions)  # (B, T, C) or (T, C) broadcast over B
-        x = self.drop(x)
+        x = x0 = self.drop(x)
         if cache is None:
-            for block in self.blocks:
-                x = block(x)
+            for layer, block in enumerate(self.blocks):
+                x = block(self.mix_in_embedding(x, x0, layer))
         else:
-            for block, layer_cache in zip(self.blocks, cache.layers, strict=True):
-                x = block(x, layer_cache, step)
+            for layer, (block, layer_cache) in enumerate(
+                zip(self.blocks, cache.layers, strict=True)
+            ):
+                x = block(self.mix_in_embedding(x, x0, layer), layer_cache, step)
             cache.end(step)
         return self.ln_f(x)
+
+    def mix_in_embedding(self, x: Tensor, x0: Tensor, layer: int) -> Tensor:
+        """Block `layer`'s input: the stream x (B, T, C) as it is, or with `embed_mix`
+        a * x + b * x0, x0 the embedding output and a, b that block's learned scalars, starting
+        at 1 and 0 so the model starts as the plain one: modded-nanogpt's "x0 residual", which
+        lets every layer read the tokens themselves however far the stream has drifted from
+        them. The scalars live here, not in the blocks, so a wrapped block keeps its signature."""
+        if self.embed_mix_x is None:
+            return x
+        return self.embed_mix_x[layer] * x + self.embed_mix_x0[layer] * x0  # (B, T, C)
 
     def forward(
         self, idx: Tensor, last_token_only: bool = False, cache: KVCache | None = None
@@ -118,7 +138,19 @@ class GPT(nn.Module):
             B, T, C = x.shape
             with _full_precision(x):
                 return self.adaptive_head.log_prob(x.reshape(B * T, C).float()).view(B, T, -1)
-        return self.lm_head(x)  # (B, T, V)
+        return self.logits(x)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The output head: hidden states (B, T, C) -> logits (B, T, V), soft-capped with
+        `logit_softcap` (Gemma 2, arXiv:2408.00118; modded-nanogpt caps at 30, then 15):
+        cap * tanh(logits / cap) keeps every logit within +-cap, so the model cannot buy a lower
+        loss with ever larger logits. The cap is taken in fp32 (a bf16 tanh near +-cap is coarse),
+        so capped logits are fp32 under autocast too."""
+        logits = self.lm_head(x)  # (B, T, V)
+        if self.config.logit_softcap:
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits.float() / cap)
+        return logits
 
     def new_cache(
         self, batch: int, capacity: int | None = None, first_slot: Tensor | None = None
@@ -141,7 +173,7 @@ class GPT(nn.Module):
         cluster instead of the whole vocabulary (that is its speed-up)."""
         x = self.hidden_states(idx)
         if self.adaptive_head is None:
-            return language_model_loss(self.lm_head(x), targets, label_smoothing)
+            return language_model_loss(self.logits(x), targets, label_smoothing)
         if label_smoothing:
             raise ValueError("label smoothing needs the full softmax; use output=softmax")
         counted = targets != IGNORE_INDEX  # (B, T)
