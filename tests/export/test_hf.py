@@ -249,6 +249,10 @@ def test_an_imported_run_records_no_training_data(make_run, sample_text, capsys,
         ({**LLAMA, "ffn": "geglu"}, "ffn=geglu does not fit the Llama block"),
         ({"norm": "rmsnorm"}, "norm=rmsnorm does not fit the GPT-2 block"),
         ({"n_kv_head": 2}, "n_kv_head=2 does not fit the GPT-2 block"),
+        ({"qk_norm": True}, "qk_norm=true is in neither the GPT-2 nor the Llama block"),
+        ({"activation": "relu2"}, "activation=relu2 is in neither the GPT-2 nor the Llama"),
+        ({"logit_softcap": 30.0}, "logit_softcap=30.0 is in neither the GPT-2 nor the Llama"),
+        ({**LLAMA, "embed_mix": True}, "embed_mix=true is in neither the GPT-2 nor the Llama"),
     ],
 )
 def test_unsupported_architectures_are_refused_in_one_line(

@@ -17,6 +17,8 @@ VARIANTS = {
                "local_dim": 8, "ffn": "geglu"},
     "modern": {"norm": "rmsnorm", "position": "rope", "ffn": "swiglu", "bias": "false"},
     "adaptive": {"output": "adaptive", "tie_weights": "false", "adaptive_cutoffs": "8,24"},
+    "model-ideas": {"qk_norm": "true", "activation": "relu2", "zero_init_proj": "true",
+                    "logit_softcap": "15", "embed_mix": "true", "tie_weights": "false"},
 }  # fmt: skip
 
 
@@ -42,7 +44,7 @@ def test_variant_resumes_exactly_and_loads_back_from_its_checkpoint(
         torch.testing.assert_close(loaded(idx), whole.model(idx), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("variant", ["hybrid", "adaptive"])
+@pytest.mark.parametrize("variant", ["hybrid", "adaptive", "model-ideas"])
 def test_variant_trains_under_bfloat16_autocast(tiny_run_config, tmp_path, variant):
     config = apply_overrides(tiny_run_config, {**VARIANTS[variant], "dtype": "bfloat16"})
     trainer = start_run(config, tmp_path / "run")
