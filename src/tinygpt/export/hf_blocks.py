@@ -6,8 +6,9 @@
   `LlamaForCausalLM` (`hf_llama.py`).
 
 Both scale attention scores by 1/sqrt(head_dim). Everything else (hybrid attention, adaptive
-softmax, GEGLU, mixtures such as learned positions with RMSNorm) has no transformers class and is
-refused, on export and on import.
+softmax, GEGLU, mixtures such as learned positions with RMSNorm; QK-norm, ReLU squared, logit
+soft-capping and the embedding mix, which neither block computes) has no transformers class and is
+refused, on export and on import. `zero_init_proj` only initialises, so it exports.
 """
 
 from __future__ import annotations
