@@ -25,6 +25,7 @@ VARIANTS = {
     "gpt2-untied-no-bias": {"tie_weights": False, "bias": False},
     "gpt2-ffn-hidden-xavier": {"ffn_hidden": 48, "init": "xavier"},
     "gpt2-gelu-tanh": {"activation": "gelu_tanh"},
+    "gpt2-relu2": {"activation": "relu2"},  # transformers' ACT2FN["relu2"], Primer's
     "llama": LLAMA,
     "llama-gqa-untied": {**LLAMA, "n_kv_head": 2, "tie_weights": False, "rope_theta": 500.0},
     "llama-mqa-ffn-hidden": {**LLAMA, "n_kv_head": 1, "ffn_hidden": 40},
@@ -107,7 +108,9 @@ def test_export_then_import_gives_identical_weights(name, make_run, capsys, tmp_
     assert imported_tokenizer.to_dict() == tokenizer.to_dict()
 
 
-@pytest.mark.parametrize(("activation", "function"), [("gelu", "gelu"), ("gelu_tanh", "gelu_new")])
+@pytest.mark.parametrize(
+    ("activation", "function"), [("gelu", "gelu"), ("gelu_tanh", "gelu_new"), ("relu2", "relu2")]
+)
 def test_export_writes_the_activation_function(activation, function, make_run, capsys, tmp_path):
     run_dir, _, _ = make_run("run", activation=activation)
     document = json.loads((export(capsys, run_dir, tmp_path / "hf") / "config.json").read_text())
@@ -250,7 +253,6 @@ def test_an_imported_run_records_no_training_data(make_run, sample_text, capsys,
         ({"norm": "rmsnorm"}, "norm=rmsnorm does not fit the GPT-2 block"),
         ({"n_kv_head": 2}, "n_kv_head=2 does not fit the GPT-2 block"),
         ({"qk_norm": True}, "qk_norm=true is in neither the GPT-2 nor the Llama block"),
-        ({"activation": "relu2"}, "activation=relu2 is in neither the GPT-2 nor the Llama"),
         ({"logit_softcap": 30.0}, "logit_softcap=30.0 is in neither the GPT-2 nor the Llama"),
         ({**LLAMA, "embed_mix": True}, "embed_mix=true is in neither the GPT-2 nor the Llama"),
     ],

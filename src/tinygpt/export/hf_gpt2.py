@@ -18,8 +18,13 @@ from tinygpt.export.hf_blocks import BLOCKS, TensorPlacement
 
 LAYER_NORM_EPS = nn.LayerNorm(1).eps  # what make_norm builds
 # ModelConfig.activation as GPT-2's activation_function, and back (several names, one function)
-GPT2_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
-FROM_GPT2_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+GPT2_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu2": "relu2"}
+FROM_GPT2_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu2": "relu2",
+}
 
 
 def gpt2_placements(config: ModelConfig) -> list[TensorPlacement]:
