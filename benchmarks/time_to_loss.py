@@ -17,9 +17,9 @@ is below `--min-cpu-ratio` ran on fewer cores than asked (a neighbour took one) 
 as contended. Recipes run interleaved (budget, then seed, then recipe), so a busy spell of the
 machine slows all of them alike.
 
-    .venv/bin/python benchmarks/time_to_loss.py                        # 2,5,15,60 min: ~2.5 h
+    .venv/bin/python benchmarks/time_to_loss.py    # 2,5,15,60 min: ~100 min of training a recipe
     .venv/bin/python benchmarks/time_to_loss.py --budgets 2,5 --recipes shakespeare-fast
-    .venv/bin/python benchmarks/time_to_loss.py --budgets 0.05 --seeds 1  # a few seconds
+    .venv/bin/python benchmarks/time_to_loss.py --budgets 0.05 --seeds 1  # a smoke test, ~30 s
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from tinygpt.compare.budget import Budget, apply_budget, steps_for_budget
 from tinygpt.compare.variants import Variant, load_variants, with_prepared_vocab, with_seed
 from tinygpt.config import RunConfig
 from tinygpt.data.prepare import PreparedData
-from tinygpt.errors import TinyGPTError
+from tinygpt.errors import ConfigError, TinyGPTError
 from tinygpt.eval.evaluate import split_loss
 from tinygpt.run.data import check_data_fits
 from tinygpt.runtime import describe_cpu
@@ -147,6 +147,11 @@ def prepare_recipe(variant: Variant, timed_steps: int) -> Recipe:
 
 
 def plan_cell(recipe: Recipe, minutes: float, eval_every: float) -> tuple[Cell, RunConfig]:
+    if minutes * 60 < recipe.step_seconds:  # steps_for_budget's own message names compare's flag
+        raise ConfigError(
+            f"--budgets {minutes:g} is less than one step of {recipe.name} "
+            f"({recipe.step_seconds:.2f} s); give a larger budget"
+        )
     steps = steps_for_budget(recipe.config, Budget(minutes=minutes), recipe.step_seconds)
     config = apply_budget(recipe.config, steps)
     interval = max(1, math.ceil(steps * eval_every))
