@@ -60,6 +60,7 @@ THRESHOLDS = "1.90,1.80,1.70,1.60,1.50"  # the issue's
 SEEDS_UP_TO_5_MIN, SEEDS_ABOVE = 3, 1
 # CPU/wall of an uncontended step, as a fraction of the threads (train_speed.py's for baby)
 MIN_CPU_RATIO = 0.9
+OFF_BUDGET = 0.1  # a run whose training time missed its budget by more is named
 OUT_FILES = ("time_to_loss.md", "time_to_loss.json", "time_to_loss.png")
 
 
@@ -268,8 +269,22 @@ def format_notes(args: argparse.Namespace, cells: list[Cell]) -> str:
         "seeds that reached it, (k/n) when only k did. train min: the steps' wall time, "
         f"which the fitted max_iters aims at the budget (step times measured first: {steps}). "
         f"contended steps: process CPU/wall below {args.min_ratio:.2f} (of {args.threads} "
-        "threads), a neighbour took a core."
+        "threads), a neighbour took a core." + format_off_budget(cells)
     )
+
+
+def format_off_budget(cells: list[Cell]) -> str:
+    """Runs whose steps took more than OFF_BUDGET away from the budget: the step time measured
+    before them was not what they met (a neighbour came or went), so their minutes differ."""
+    off = [
+        f"{c.recipe} at {c.budget_minutes:g} min, seed {k}: {run.train_seconds / 60:.2f} min"
+        for c in cells
+        for k, run in enumerate(c.runs)
+        if abs(run.train_seconds / (60 * c.budget_minutes) - 1) > OFF_BUDGET
+    ]
+    if not off:
+        return ""
+    return f"\n\ntraining time off the budget by more than {OFF_BUDGET:.0%}: " + "; ".join(off)
 
 
 def plot_curves(cells: list[Cell], thresholds: list[float], path: Path) -> None:
