@@ -119,3 +119,22 @@ def test_muon_without_hidden_matrices_is_plain_adamw(tiny_config):
         block.requires_grad_(False)
     optimizer = build_optimizer(model, muon_config(), "cpu")
     assert isinstance(optimizer, torch.optim.AdamW)
+
+
+def test_a_grad_scaler_unscales_and_steps_both_optimizers(tiny_config):
+    """fp16 training goes through GradScaler.unscale_/step, which see only `param_groups` and
+    `step`: a scaled step must equal the plain one."""
+    x = torch.randint(0, tiny_config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    results = []
+    for scale in (None, 2.0**10):
+        torch.manual_seed(0)
+        model = GPT(tiny_config)
+        optimizer = build_optimizer(model, muon_config(), "cpu")
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale or 1.0, enabled=scale is not None)
+        scaler.scale(model.loss(x, x)).backward()
+        scaler.unscale_(optimizer)
+        grads = [p.grad.clone() for p in model.parameters()]  # Muon's own would not show it
+        scaler.step(optimizer)
+        results.append(grads + [p.detach().clone() for p in model.parameters()])
+    for plain, scaled in zip(*results, strict=True):
+        torch.testing.assert_close(scaled, plain)

@@ -26,10 +26,6 @@ class MuonWithAdamW:
     def param_groups(self) -> list[dict[str, Any]]:
         return [*self.adamw.param_groups, *self.muon.param_groups]
 
-    @property
-    def state(self) -> dict[torch.Tensor, Any]:
-        return {**self.adamw.state, **self.muon.state}
-
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self.adamw.step(closure)
         self.muon.step()
