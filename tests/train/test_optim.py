@@ -133,7 +133,8 @@ def test_a_grad_scaler_unscales_and_steps_both_optimizers(tiny_config):
         scaler = torch.amp.GradScaler("cpu", init_scale=scale or 1.0, enabled=scale is not None)
         scaler.scale(model.loss(x, x)).backward()
         scaler.unscale_(optimizer)
-        grads = [p.grad.clone() for p in model.parameters()]  # Muon's own would not show it
+        # Muon normalises its update: only the gradients show a missed unscale
+        grads = [p.grad.clone() for p in model.parameters()]
         scaler.step(optimizer)
         results.append(grads + [p.detach().clone() for p in model.parameters()])
     for plain, scaled in zip(*results, strict=True):
