@@ -228,7 +228,7 @@ class TrainConfig:
     )
     restart_iters: int = option(0, "cosine_restarts: length of the first cycle (0: lr_decay_iters)")
     restart_mult: int = option(1, "cosine_restarts: each cycle is this many times longer")
-    weight_decay: float = option(0.1, "AdamW, on matrices and embeddings only")
+    weight_decay: float = option(0.1, "AdamW and Muon, on matrices and embeddings only")
     beta1: float = option(0.9, "AdamW")
     beta2: float = option(0.99, "AdamW")
     optimizer: Literal["adamw", "muon"] = option(
