@@ -7,6 +7,9 @@ AVX2-only machines this project also runs on) a bf16 matmul is emulated: one Muo
 eight 384x1536 matrices took 18.3 s there (torch 2.13, 2 busy cores shared with other jobs),
 the same iterations in fp32 0.36 s. So on such a CPU `make_muon` returns `Fp32Muon`, the same
 update with the iterations in fp32; on CUDA and on CPUs with native bf16 it returns torch's.
+Even in fp32 the iterations cost about 25 * min(rows, cols) FLOPs per weight against 6 per
+weight and token for the training step: on baby-shakespeare's shape (width 128, 768 tokens a
+step) a step took 108 ms against AdamW's 69 ms (best of 10, same busy machine).
 """
 
 from __future__ import annotations
