@@ -239,12 +239,22 @@ class TrainConfig:
     min_lr: float = option(1e-4, "floor of the decay")
     warmup_iters: int = option(100, "linear warm-up steps")
     lr_decay_iters: int = option(0, "0: decay over max_iters")
-    lr_schedule: Literal["cosine", "cosine_restarts", "constant"] = "cosine"
+    lr_schedule: Literal["cosine", "cosine_restarts", "constant", "wsd"] = option(
+        "cosine", "wsd: warm-up, flat at learning_rate, then a 1-sqrt decay to min_lr"
+    )
+    decay_fraction: float = option(
+        0.2, "wsd: the share of lr_decay_iters (or max_iters) at the end that decays"
+    )
     restart_iters: int = option(0, "cosine_restarts: length of the first cycle (0: lr_decay_iters)")
     restart_mult: int = option(1, "cosine_restarts: each cycle is this many times longer")
-    weight_decay: float = option(0.1, "AdamW, on matrices and embeddings only")
+    weight_decay: float = option(0.1, "AdamW and Muon, on matrices and embeddings only")
     beta1: float = option(0.9, "AdamW")
     beta2: float = option(0.99, "AdamW")
+    optimizer: Literal["adamw", "muon"] = option(
+        "adamw", "muon: Muon on the blocks' matrices, AdamW on the rest"
+    )
+    muon_lr: float = option(0.02, "optimizer=muon: Muon's peak lr (the schedule scales it)")
+    muon_momentum: float = option(0.95, "optimizer=muon: Muon's Nesterov momentum")
     grad_clip: float = option(1.0, "0: no clipping")
     label_smoothing: float = option(
         0.0, "training loss only; evaluation reports plain cross-entropy"
@@ -278,6 +288,7 @@ class TrainConfig:
             "eval_iters",
             "log_interval",
             "restart_mult",
+            "muon_lr",
         )
         _check_non_negative(
             self,
@@ -292,7 +303,14 @@ class TrainConfig:
             "epochs",
             "keep_checkpoints",
         )
-        _check_fraction(self, "beta1", "beta2", "label_smoothing")
+        _check_fraction(self, "beta1", "beta2", "label_smoothing", "muon_momentum")
+        if not 0 < self.decay_fraction <= 1:
+            raise ConfigError(f"decay_fraction={self.decay_fraction} must be in (0, 1]")
+        if self.optimizer == "muon" and self.distributed == "fsdp":
+            raise ConfigError(
+                "optimizer=muon orthogonalises whole matrices, which distributed=fsdp shards "
+                "across ranks; use distributed=ddp or optimizer=adamw"
+            )
         if self.min_lr > self.learning_rate:
             raise ConfigError(
                 f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "

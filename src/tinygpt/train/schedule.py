@@ -17,6 +17,8 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
     if config.lr_schedule == "constant":
         return config.learning_rate
     decay_iters = config.lr_decay_iters or config.max_iters
+    if config.lr_schedule == "wsd":
+        return _warmup_stable_decay(step, config, decay_iters)
     since_warmup = step - config.warmup_iters
     if config.lr_schedule == "cosine_restarts":
         first_cycle = config.restart_iters or max(1, decay_iters - config.warmup_iters)
@@ -26,6 +28,22 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
             return config.min_lr
         progress = since_warmup / max(1, decay_iters - config.warmup_iters)
     return _cosine(progress, config.learning_rate, config.min_lr)
+
+
+def _warmup_stable_decay(step: int, config: TrainConfig, decay_iters: int) -> float:
+    """Flat at `learning_rate`, then over the last `decay_fraction` of `decay_iters` a 1-sqrt
+    decay, whose last step (decay_iters - 1) trains at `min_lr` exactly. WSD needs no horizon
+    until the decay starts, and its 1-sqrt cool-down matched or beat a cosine tuned to the full
+    length (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
+    Training Durations", arXiv:2405.18392, where 1-sqrt beat a linear cool-down)."""
+    decay_steps = max(1, round(config.decay_fraction * decay_iters))
+    decay_start = max(config.warmup_iters, decay_iters - decay_steps)
+    if step < decay_start:
+        return config.learning_rate
+    if step >= decay_iters - 1:
+        return config.min_lr
+    progress = (step - decay_start + 1) / (decay_iters - decay_start)
+    return config.min_lr + (1.0 - math.sqrt(progress)) * (config.learning_rate - config.min_lr)
 
 
 def _cosine(progress: float, high: float, low: float) -> float:
