@@ -3,6 +3,9 @@ import re
 
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
+from finetune.conftest import TINY_BASE
+
+from tinygpt.cli import main
 
 
 def field_flags(fields: dict[str, str]) -> list[str]:
@@ -68,6 +71,7 @@ def test_finetune_then_sample_and_eval_the_new_run(
         (["--lora-r", "0"], ["--lora-r 0 must be greater than 0"]),
         (["--lora-r", "two"], ["--lora-r", "invalid int value"]),
         (["--tokenizer", "gpt2"], ["--tokenizer", "base run's tokenizer"]),
+        (["--optimizer", "muon"], ["--optimizer muon", "LoRA adapters train with AdamW"]),
     ],
 )
 def test_mistakes_are_one_line_errors(capsys, base_run, new_text, tmp_path, flags, fragments):
@@ -97,3 +101,17 @@ def test_an_occupied_out_is_refused(capsys, base_run, new_text, tmp_path):
         capsys, "finetune", base_run, "--data", new_text, "--out", tmp_path / "t"
     )
     assert_one_line_error(code, err, "not empty")
+
+
+def test_a_base_run_trained_with_muon_finetunes_its_adapters_with_adamw(
+    capsys, small_text_file, new_text, tmp_path
+):
+    base = tmp_path / "muon-base"
+    argv = ["train", "--data", small_text_file, "--out", base, *TINY_BASE, "--optimizer", "muon"]
+    assert main([str(a) for a in argv]) == 0
+    code, _, err = run_cli(
+        capsys, "finetune", base, "--data", new_text, "--out", tmp_path / "t", "--max_iters", "2"
+    )
+    assert code == 0, err
+    saved = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert saved["train"]["optimizer"] == "adamw"

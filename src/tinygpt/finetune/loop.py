@@ -190,6 +190,12 @@ def start_finetune(
     )
     if "warmup_iters" not in given:
         config = dataclasses.replace(config, train=fit_warmup(config.train))
+    if config.train.optimizer != "adamw":  # a base run trained with Muon: its adapters do not
+        log.info("optimizer: adamw for the LoRA adapters (the base run trained with %s)",
+                 config.train.optimizer)  # fmt: skip
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, optimizer="adamw")
+        )
     check_given_settings(config, given)
     base_info = _base_identity(base_run, checkpoint)
     run_info = {
@@ -241,6 +247,11 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
             )
         if name in known and known[name][0] == "model":
             raise ConfigError(f"--{name}: LoRA keeps the base run's model shape; drop the flag")
+        if name == "optimizer" and str(overrides[key]) != "adamw":
+            raise ConfigError(
+                f"--optimizer {overrides[key]}: LoRA adapters train with AdamW (Muon "
+                "orthogonalises whole hidden matrices, not rank-r factors); drop the flag"
+            )
 
 
 def _base_identity(base_run: Path, checkpoint: str) -> dict[str, Any]:
