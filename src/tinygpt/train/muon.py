@@ -4,7 +4,7 @@ the nearest semi-orthogonal matrix, computed with a few Newton-Schulz iterations
 
 `torch.optim.Muon` runs those iterations in bfloat16. On a CPU without bf16 instructions (the
 AVX2-only machines this project also runs on) a bf16 matmul is emulated: one Muon step over
-eight 384x1536 matrices took 18.3 s there (torch 2.13, 2 busy cores shared with other jobs),
+eight 384x1536 matrices took 16.7 s there (torch 2.13, 2 cores, `benchmarks/muon_step.py`),
 the same iterations in fp32 0.36 s. So on such a CPU `make_muon` returns `Fp32Muon`, the same
 update with the iterations in fp32; on CUDA and on CPUs with native bf16 it returns torch's.
 Even in fp32 the iterations cost about 25 * min(rows, cols) FLOPs per weight against 6 per
