@@ -4,13 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinygpt.config import (
-    SEED_LIMIT,
-    ModelConfig,
-    SampleConfig,
-    TrainConfig,
-    field_help,
-)
+from tinygpt.config import SEED_LIMIT, ModelConfig, SampleConfig, TrainConfig
+from tinygpt.config_parsing import field_help
 from tinygpt.errors import ConfigError
 from tinygpt.model.gpt import GPT
 

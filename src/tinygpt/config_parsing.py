@@ -8,6 +8,7 @@ evaluated as code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import tomllib
 import types
@@ -15,9 +16,39 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from tinygpt.config import SECTIONS, RunConfig, all_fields
+from tinygpt.config import SECTIONS, DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig
 from tinygpt.errors import ConfigError
 from tinygpt.presets import DEFAULT_PRESET, get_preset
+
+# ----------------------------------------------------------------------------------------------
+# The tree's shape, for parsing and for the command line's flags
+
+
+def section_classes() -> dict[str, type]:
+    return {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "sample": SampleConfig}
+
+
+@functools.cache  # resolving the annotations is most of what building the CLI's parser costs
+def field_types(section_cls: type) -> dict[str, Any]:
+    """Resolved annotations of a config dataclass (the module uses postponed annotations)."""
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def all_fields() -> dict[str, tuple[str, Any, Any]]:
+    """Map every field name to (section, type, default). Field names are unique across sections."""
+    found: dict[str, tuple[str, Any, Any]] = {}
+    for section, cls in section_classes().items():
+        defaults = cls()  # type: ignore[call-arg]
+        for name, annotation in field_types(cls).items():
+            assert name not in found, f"config field {name} is defined twice"
+            found[name] = (section, annotation, getattr(defaults, name))
+    return found
+
+
+def field_help(section_cls: type) -> dict[str, str]:
+    """The help text of each field of a config dataclass that has one (see `option`)."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(section_cls) if f.metadata}
 
 
 def parse_value(name: str, annotation: Any, raw: Any) -> Any:

@@ -131,12 +131,13 @@ def test_embed_mix_starts_as_the_plain_model_and_learns_one_pair_per_block(tiny_
     assert mixed.embed_mix_x.grad.all() and mixed.embed_mix_x0.grad.all()
 
 
-@pytest.mark.parametrize("field", ["qk_norm", "activation", "logit_softcap", "embed_mix"])
-def test_what_transformers_blocks_lack_is_refused_and_zero_init_exports(field):
+@pytest.mark.parametrize("field", ["qk_norm", "logit_softcap", "embed_mix"])
+def test_what_transformers_blocks_lack_is_refused_and_zero_init_and_relu2_export(field):
     fields = {**ALL, "tie_weights": True, "zero_init_proj": True}
     fields.pop("position"), fields.pop("norm")
     config = ModelConfig(vocab_size=37, n_embd=32, n_head=4, **fields)
     _, problems = hf_export_problems(config)
     assert sum(problem.startswith(f"{field}=") for problem in problems) == 1
-    _, problems = hf_export_problems(ModelConfig(vocab_size=37, zero_init_proj=True))
-    assert problems == []
+    assert not any(problem.startswith("activation=") for problem in problems)  # GPT-2's relu2
+    exportable = ModelConfig(vocab_size=37, zero_init_proj=True, activation="relu2")
+    assert hf_export_problems(exportable)[1] == []

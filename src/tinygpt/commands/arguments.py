@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from tinygpt.config import DecodingPrecision, all_fields, check_seed, field_help, section_classes
-from tinygpt.config_parsing import parse_value
+from tinygpt.config import DecodingPrecision, check_seed
+from tinygpt.config_parsing import all_fields, field_help, parse_value, section_classes
 from tinygpt.errors import ConfigError
 
 if TYPE_CHECKING:

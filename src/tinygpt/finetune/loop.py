@@ -28,8 +28,9 @@ from typing import Any
 from torch import nn
 
 from tinygpt.atomic_files import fsync_directory
-from tinygpt.config import RunConfig, TrainConfig, all_fields
+from tinygpt.config import RunConfig, TrainConfig
 from tinygpt.config_parsing import (
+    all_fields,
     apply_given_settings,
     apply_overrides,
     check_given_settings,

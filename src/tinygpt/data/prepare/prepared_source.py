@@ -8,8 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tinygpt.config import DataConfig, RunConfig, field_types
-from tinygpt.config_parsing import parse_value
+from tinygpt.config import DataConfig, RunConfig
+from tinygpt.config_parsing import field_types, parse_value
 from tinygpt.data.prepare.meta import (
     READABLE_FORMAT_VERSIONS,
     PreparedData,
