@@ -43,14 +43,13 @@ import torch
 from bench_common import cpu_line, cpu_model, machine_line, quiet_logging
 
 from tinygpt.compare.budget import Budget, apply_budget, steps_for_budget
+from tinygpt.compare.runner import whole_split_loss
 from tinygpt.compare.variants import Variant, load_variants, with_prepared_vocab, with_seed
 from tinygpt.config import RunConfig
 from tinygpt.data.prepare import PreparedData
 from tinygpt.errors import ConfigError, TinyGPTError
-from tinygpt.eval.evaluate import split_loss
 from tinygpt.run.data import check_data_fits
 from tinygpt.runtime import describe_cpu
-from tinygpt.train.evaluation import EVAL_TOKENS_PER_FORWARD
 from tinygpt.train.loop import Trainer
 from tinygpt.train.step_time import time_train_steps
 
@@ -185,12 +184,12 @@ def evaluate_whole_val(trainer: Trainer, train_seconds: float) -> Evaluation:
     (`full_validation_loss`) measures it, in fp32 without autocast; a dialog run's Bot-reply
     loss where it trains on those alone."""
     start = time.perf_counter()
-    block = trainer.config.model.block_size
-    rows = max(1, EVAL_TOKENS_PER_FORWARD // block)
-    mask = trainer.loss_masks["val"]
-    result = split_loss(trainer.model, trainer.val_tokens, rows, mask, trainer.runtime.device)
-    loss = result.bot_loss if mask is not None and result.bot_loss is not None else result.loss
-    return Evaluation(trainer.progress.step, train_seconds, loss, time.perf_counter() - start)
+    block, mask = trainer.config.model.block_size, trainer.loss_masks["val"]
+    result = whole_split_loss(
+        trainer.model, trainer.val_tokens, block, mask, trainer.runtime.device
+    )
+    elapsed = time.perf_counter() - start
+    return Evaluation(trainer.progress.step, train_seconds, result.trained_loss, elapsed)
 
 
 def run_all(args: argparse.Namespace, recipes: list[Recipe]) -> list[Cell]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tinygpt.atomic_files import write_text_atomic
@@ -36,7 +37,7 @@ from tinygpt.data.memmap import open_loss_mask, open_tokens
 from tinygpt.data.prepare import PreparedData, prepare_dataset
 from tinygpt.directories import check_output_dir
 from tinygpt.errors import ConfigError
-from tinygpt.eval.evaluate import split_loss
+from tinygpt.eval.evaluate import SplitLoss, split_loss
 from tinygpt.model.gpt import GPT
 from tinygpt.run.directory import RUN_FILE, describe_changes, read_run_config
 from tinygpt.run.load import load_model_from_run
@@ -193,6 +194,18 @@ def summarize_seed(seed: int, run_dir: Path) -> SeedResult:
     )
 
 
+def whole_split_loss(
+    model: GPT,
+    tokens: np.ndarray,
+    block_size: int,
+    loss_mask: np.ndarray | None,
+    device: torch.device | str = "cpu",
+) -> SplitLoss:
+    """The loss over every token of a split, in batches of about EVAL_TOKENS_PER_FORWARD."""
+    rows = max(1, EVAL_TOKENS_PER_FORWARD // block_size)
+    return split_loss(model, tokens, rows, loss_mask, device)
+
+
 def full_validation_loss(run_dir: Path) -> float:
     """Mean loss of the final weights over every token of the validation split, not the
     training loop's sample of windows: the same text for every config and seed, so the
@@ -203,9 +216,9 @@ def full_validation_loss(run_dir: Path) -> float:
     model, _, config = load_model_from_run(run_dir, "last")
     prepared = prepare_dataset(config.data)
     mask = open_loss_mask(prepared.mask_path("val")) if config.train.loss_on == "bot" else None
-    rows = max(1, EVAL_TOKENS_PER_FORWARD // config.model.block_size)
-    result = split_loss(model, open_tokens(prepared.val_path, prepared.dtype), rows, mask)
-    loss = result.bot_loss if mask is not None and result.bot_loss is not None else result.loss
+    tokens = open_tokens(prepared.val_path, prepared.dtype)
+    result = whole_split_loss(model, tokens, config.model.block_size, mask)
+    loss = result.trained_loss
     write_text_atomic(record, json.dumps({"val_loss": loss, "tokens": result.tokens}) + "\n")
     return loss
 

@@ -66,6 +66,12 @@ class SplitLoss:
             return None
         return self.bot_loss_sum / self.bot_tokens
 
+    @property
+    def trained_loss(self) -> float:
+        """The loss a run minimises: over Bot-reply tokens where it was given a mask for them,
+        over every token otherwise."""
+        return self.bot_loss if self.bot_loss is not None else self.loss
+
 
 def eval_batches(
     tokens: np.ndarray, block_size: int, batch_size: int, loss_mask: np.ndarray | None = None
