@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (set up, train the default preset, print a sample)
+# The two commands of the README: `make demo` (set up, train shakespeare-fast, print a sample)
 # and `make test` (set up, run the whole test suite). Both create .venv on first use.
 VENV ?= .venv
 PYTHON ?= python3
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/tinygpt train --preset baby-shakespeare --out $(RUN_DIR)
+	$(VENV)/bin/tinygpt train --preset shakespeare-fast --out $(RUN_DIR)
 	$(VENV)/bin/tinygpt sample $(RUN_DIR) --max-new-tokens 300
 
 test: setup
