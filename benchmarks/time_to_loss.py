@@ -316,6 +316,17 @@ def format_off_budget(cells: list[Cell]) -> str:
     return f"\n\ntraining time off the budget by more than {OFF_BUDGET:.0%}: " + "; ".join(off)
 
 
+def aligned_evaluations(runs: list[SeedRun]) -> list[tuple[Evaluation, ...]]:
+    """The seeds' evaluations side by side: the k-th of each while every seed has one before
+    its last, then the last of each. Refitting to the clock ends the seeds at different steps,
+    so one may have an evaluation fewer than another."""
+    common = min(len(run.evals) for run in runs) - 1
+    return [
+        *zip(*(run.evals[:common] for run in runs), strict=True),
+        tuple(run.evals[-1] for run in runs),
+    ]
+
+
 def plot_curves(cells: list[Cell], thresholds: list[float], path: Path) -> None:
     """One panel per budget, one curve per recipe: the mean over seeds of the whole-split val
     loss at each evaluation, against the mean training minutes there."""
@@ -323,7 +334,7 @@ def plot_curves(cells: list[Cell], thresholds: list[float], path: Path) -> None:
     figure, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), squeeze=False)
     for axis, minutes in zip(axes[0], budgets, strict=True):
         for cell in (c for c in cells if c.budget_minutes == minutes):
-            points = list(zip(*(run.evals for run in cell.runs), strict=True))
+            points = aligned_evaluations(cell.runs)
             x = [statistics.fmean(e.train_seconds for e in evals) / 60 for evals in points]
             y = [statistics.fmean(e.val_loss for e in evals) for evals in points]
             axis.plot(x, y, marker=".", label=f"{cell.recipe} ({len(cell.runs)} seeds)")
