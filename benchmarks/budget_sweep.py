@@ -57,14 +57,13 @@ def variant_spec(args: argparse.Namespace, name: str) -> str:
     return next(r for r in args.recipes if Path(r).stem == name or r == name)
 
 
-def train_one(job: tuple[str, str, float, int, str]) -> dict[str, Any]:
+def train_one(job: tuple[str, str, int, int, str]) -> dict[str, Any]:
     """One recipe and seed for `steps`, on `device`; the whole-split val loss along the way."""
-    spec, name, minutes, seed, device = job
+    spec, name, steps, seed, device = job
     torch.set_num_threads(1)
     shared = {"train.device": device, "train.dtype": "float32", "train.threads": 1}
     (variant,) = load_variants([spec], shared)
     config, prepared = with_prepared_vocab(variant.config)
-    steps = max(1, math.floor(60 * minutes / STEP_SECONDS[name]))
     config = with_seed(apply_budget(config, steps), seed)
     trainer = Trainer(config, None, prepared)
     torch.backends.cuda.matmul.allow_tf32 = False  # after the trainer's set-up turned it on
@@ -87,20 +86,19 @@ def train_one(job: tuple[str, str, float, int, str]) -> dict[str, Any]:
     return {"recipe": name, "seed": seed, "steps": steps, "curve": curve, "seconds": seconds}
 
 
-STEP_SECONDS: dict[str, float] = {}
-
-
-def init_worker(step_seconds: dict[str, float]) -> None:
-    STEP_SECONDS.update(step_seconds)
-
-
 def train(args: argparse.Namespace) -> None:
     times = json.loads(args.step_times.read_text())
     measured_on = times.pop("_cpu", "unknown CPU")
     step_seconds = {name: record["seconds"] for name, record in times.items()}
     names = args.only or list(times)
+    unknown = [name for name in names if name not in times]
+    if unknown:
+        print(f"budget_sweep: error: --only {unknown[0]!r}: no step time in {args.step_times}",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    steps = {name: max(1, math.floor(60 * args.minutes / step_seconds[name])) for name in names}
     jobs = [
-        (times[name]["spec"], name, args.minutes, seed, args.device)
+        (times[name]["spec"], name, steps[name], seed, args.device)
         for seed in range(args.seeds)
         for name in names
     ]
@@ -110,7 +108,7 @@ def train(args: argparse.Namespace) -> None:
     context = multiprocessing.get_context("spawn")
     results = []
     with (
-        context.Pool(args.jobs, initializer=init_worker, initargs=(step_seconds,)) as pool,
+        context.Pool(args.jobs) as pool,
         (args.out / "budget_sweep.jsonl").open("a") as log,
     ):  # each result as it comes: a sweep stopped early keeps what it finished
         for result in pool.imap_unordered(train_one, jobs, chunksize=1):
