@@ -20,6 +20,7 @@ def test_presets_lists_one_line_each(capsys):
     names = [line.split()[0] for line in out.splitlines()]
     assert names == [
         "baby-shakespeare",
+        "shakespeare-fast",
         "gptiny",
         "tinygpt-char",
         "tinystories-small",
