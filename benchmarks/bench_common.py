@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from tinygpt.compare.runner import whole_split_loss
 from tinygpt.config import ModelConfig
 from tinygpt.model.gpt import GPT
 from tinygpt.presets import baby_shakespeare, tinystories_small
@@ -22,6 +23,7 @@ from tinygpt.runtime import (
     describe_cpu,
     matmul_flops_by_size,
 )
+from tinygpt.train.loop import Trainer
 
 
 def split_choices(
@@ -96,3 +98,12 @@ DECODING_MODELS: dict[str, Callable[[], ModelConfig]] = {
     "baby-shakespeare": lambda: dataclasses.replace(baby_shakespeare().model, vocab_size=65),
     "tinystories-small": lambda: tinystories_small().model,  # vocab 50304 set by the preset
 }
+
+
+def whole_val_loss(trainer: Trainer) -> float:
+    """The trainer's model scored on every token of its validation split, as `compare`'s final
+    val loss is (the Bot-reply loss where the run trains on those alone)."""
+    block, mask = trainer.config.model.block_size, trainer.loss_masks["val"]
+    return whole_split_loss(
+        trainer.model, trainer.val_tokens, block, mask, trainer.runtime.device
+    ).trained_loss

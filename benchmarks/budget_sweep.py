@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_common import cpu_line, quiet_logging
+from bench_common import cpu_line, quiet_logging, whole_val_loss
 
 from tinygpt.compare.budget import apply_budget
-from tinygpt.compare.runner import whole_split_loss
 from tinygpt.compare.variants import load_variants, with_prepared_vocab, with_seed
 from tinygpt.train.loop import Trainer
 from tinygpt.train.step_time import time_train_steps
@@ -73,13 +72,7 @@ def train_one(job: tuple[str, str, int, int, str]) -> dict[str, Any]:
         trainer.train_step()
         step = trainer.progress.step
         if step % every == 0 or step == steps:
-            loss = whole_split_loss(
-                trainer.model,
-                trainer.val_tokens,
-                config.model.block_size,
-                trainer.loss_masks["val"],
-                trainer.runtime.device,
-            ).trained_loss
+            loss = whole_val_loss(trainer)
             curve.append((step, loss))
     seconds = time.perf_counter() - start
     print(f"{name} seed {seed}: {curve[-1][1]:.4f} ({steps} steps, {seconds:.0f} s)", flush=True)

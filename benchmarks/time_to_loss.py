@@ -44,10 +44,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import torch
-from bench_common import cpu_line, cpu_model, machine_line, quiet_logging
+from bench_common import cpu_line, cpu_model, machine_line, quiet_logging, whole_val_loss
 
 from tinygpt.compare.budget import Budget, apply_budget, steps_for_budget
-from tinygpt.compare.runner import whole_split_loss
 from tinygpt.compare.variants import Variant, load_variants, with_prepared_vocab, with_seed
 from tinygpt.config import RunConfig
 from tinygpt.data.prepare import PreparedData
@@ -209,12 +208,9 @@ def evaluate_whole_val(trainer: Trainer, train_seconds: float) -> Evaluation:
     (`full_validation_loss`) measures it, in fp32 without autocast; a dialog run's Bot-reply
     loss where it trains on those alone."""
     start = time.perf_counter()
-    block, mask = trainer.config.model.block_size, trainer.loss_masks["val"]
-    result = whole_split_loss(
-        trainer.model, trainer.val_tokens, block, mask, trainer.runtime.device
-    )
+    loss = whole_val_loss(trainer)
     elapsed = time.perf_counter() - start
-    return Evaluation(trainer.progress.step, train_seconds, result.trained_loss, elapsed)
+    return Evaluation(trainer.progress.step, train_seconds, loss, elapsed)
 
 
 def run_all(args: argparse.Namespace, recipes: list[Recipe]) -> list[Cell]:
