@@ -7,14 +7,21 @@ decay ends at the last step. A step time measured in a few seconds is not what a
 meets (here 47-52 ms measured against 58-62 ms met, so the first figures overran their budgets by
 11-30%), so every REFITS_PER_RUN-th of the way the run refits max_iters (and with it the decay)
 to the training time left over its mean step time so far: each run ends within a step or two of
-its budget on the training clock. The baby-shakespeare preset (nanoGPT's CPU recipe) always runs,
-in the same invocation, as the baseline.
+its budget on the training clock. A baseline always runs in the same invocation: by default the
+baby-shakespeare preset (nanoGPT's CPU recipe); `--baseline` names another, and `--data` trains
+every recipe on another source (TinyStories: a folder whose train/ and validation/ hold the
+files, so that the validation split is a whole file of its own).
 
 Every evaluation scores the WHOLE validation split (`split_loss`, the measure `compare` reports
 as its final val loss), not the training loop's sample of windows. Evaluations run every
 `--eval-every` of the budget and at the end; their time is left out of the training clock and
 reported apart. The time a run first reached each threshold is the training time at the first
-evaluation at or below it: an upper bound, as fine as the evaluation interval.
+evaluation at or below it: an upper bound, as fine as the evaluation interval. Losses are per
+token, so they compare only between recipes of one tokenizer; the table also gives bits per byte
+of the validation text (loss x val tokens / val UTF-8 bytes / ln 2), which compares across them.
+With `--sample-tokens N`, each evaluation also draws a seeded sample of N tokens from the
+recipe's sample prompt (its `sample` settings, fp32 weights), also off the clock, written to
+time_to_loss_samples.md: when do the samples start to read as stories?
 
 Each step also records the process CPU time, as train_speed.py does: a step whose CPU/wall ratio
 is below `--min-cpu-ratio` ran on fewer cores than asked (a neighbour took one) and is counted
@@ -24,6 +31,10 @@ machine slows all of them alike.
     .venv/bin/python benchmarks/time_to_loss.py    # 2,5,15,60 min: ~100 min of training a recipe
     .venv/bin/python benchmarks/time_to_loss.py --budgets 2,5 --recipes shakespeare-fast
     .venv/bin/python benchmarks/time_to_loss.py --budgets 0.05 --seeds 1  # a smoke test, ~30 s
+    # TinyStories, BPE against characters: bits per byte, samples (README "tinystories-fast")
+    .venv/bin/python benchmarks/time_to_loss.py --baseline modern-tinystories \
+        --recipes tinystories-fast --data runs/tinystories-local --thresholds '' \
+        --budgets 15 --seeds 2 --sample-tokens 150
 """
 
 from __future__ import annotations
@@ -51,8 +62,11 @@ from tinygpt.compare.variants import Variant, load_variants, with_prepared_vocab
 from tinygpt.config import RunConfig
 from tinygpt.data.prepare import PreparedData
 from tinygpt.errors import ConfigError, TinyGPTError
+from tinygpt.eval.metrics import bits_per_unit
+from tinygpt.generate.engine import GenerationSettings, generate_batch
 from tinygpt.run.data import check_data_fits
 from tinygpt.runtime import describe_cpu
+from tinygpt.tokenizers.base import Tokenizer, load_tokenizer
 from tinygpt.train.loop import Trainer
 from tinygpt.train.step_time import time_train_steps
 
@@ -66,6 +80,8 @@ OFF_BUDGET = 0.02  # a run whose training time missed its budget by more is name
 REFITS_PER_RUN = 50  # how often a run refits its max_iters to the training clock
 REFIT_UNTIL = 0.95  # no refit in the last 5%: the cool-down's end stays where it was set
 OUT_FILES = ("time_to_loss.md", "time_to_loss.json", "time_to_loss.png")
+SAMPLES_FILE = "time_to_loss_samples.md"
+SAMPLE_SEED = 0  # every evaluation of every run draws from the same seed
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,6 +94,7 @@ class Evaluation:
     train_seconds: float  # training steps' wall time before this evaluation
     val_loss: float  # over every token of the validation split
     eval_seconds: float
+    sample: str | None = None  # with --sample-tokens: a seeded continuation of the prompt
 
 
 @dataclass
@@ -125,11 +142,25 @@ class Cell:
     step_seconds: float  # measured before the runs; max_iters = budget / this
     max_iters: int  # planned from step_seconds; each run refits its own to the clock
     eval_interval: int
+    val_tokens: int  # tokens and UTF-8 bytes of the validation split: loss to bits per byte
+    val_bytes: int | None
     runs: list[SeedRun] = field(default_factory=list)
 
     def val_loss(self) -> tuple[float, float | None]:
+        return mean_and_std([run.final_val_loss for run in self.runs])
+
+    def bits_per_byte(self) -> tuple[float, float | None] | None:
+        """Mean and std over seeds of each run's final loss in bits per validation byte."""
+        if not self.val_bytes:
+            return None
         losses = [run.final_val_loss for run in self.runs]
-        return statistics.fmean(losses), statistics.stdev(losses) if len(losses) > 1 else None
+        return mean_and_std(
+            [bits_per_unit(x, self.val_tokens, self.val_bytes) or 0.0 for x in losses]
+        )
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 @dataclass(frozen=True)
@@ -160,7 +191,11 @@ def plan_cell(recipe: Recipe, minutes: float, eval_every: float) -> tuple[Cell, 
     steps = steps_for_budget(recipe.config, Budget(minutes=minutes), recipe.step_seconds)
     config = apply_budget(recipe.config, steps)
     interval = max(1, math.ceil(steps * eval_every))
-    cell = Cell(recipe.name, minutes, recipe.step_seconds, steps, interval)
+    prepared = recipe.prepared
+    cell = Cell(
+        recipe.name, minutes, recipe.step_seconds, steps, interval,
+        prepared.val_tokens, prepared.val_bytes,
+    )  # fmt: skip
     return cell, config
 
 
@@ -170,12 +205,14 @@ def train_timed(
     eval_interval: int,
     min_cpu_ratio: float,
     budget_seconds: float,
+    sample_tokens: int = 0,
 ) -> SeedRun:
     """Train `config` step by step on a trainer without a run directory (nothing is written),
     timing each step's wall and process CPU time, and score the whole validation split every
     `eval_interval` steps and at the last, off the training clock. max_iters is refitted to
     `budget_seconds` of training as the run goes (see the module's docstring)."""
     trainer = Trainer(config, None, prepared)
+    tokenizer = load_tokenizer(prepared.tokenizer_path) if sample_tokens else None
     run = SeedRun(config.train.seed, config.train.max_iters, trainer.tokens_per_step, min_cpu_ratio)
     refit_every = max(1, config.train.max_iters // REFITS_PER_RUN)
     while trainer.progress.step < run.max_iters:
@@ -188,6 +225,8 @@ def train_timed(
             run.max_iters = refit_to_clock(trainer, run, budget_seconds)
         if step % eval_interval == 0 or step == run.max_iters:
             run.evals.append(evaluate_whole_val(trainer, run.train_seconds))
+            if tokenizer is not None:
+                run.evals[-1].sample = draw_sample(trainer, tokenizer, sample_tokens)
     return run
 
 
@@ -213,6 +252,22 @@ def evaluate_whole_val(trainer: Trainer, train_seconds: float) -> Evaluation:
     return Evaluation(trainer.progress.step, train_seconds, loss, elapsed)
 
 
+def draw_sample(trainer: Trainer, tokenizer: Tokenizer, tokens: int) -> str:
+    """The recipe's sample prompt continued for `tokens` tokens, from SAMPLE_SEED, so that the
+    samples of one run differ only by the weights."""
+    sample = trainer.config.sample
+    settings = GenerationSettings(
+        max_new_tokens=tokens,
+        temperature=sample.temperature,
+        top_k=sample.top_k,
+        top_p=sample.top_p,
+        seed=SAMPLE_SEED,
+        precision="float32",
+    )
+    completion = generate_batch(trainer.model, tokenizer, [sample.prompt], settings)[0]
+    return sample.prompt + completion.text
+
+
 def run_all(args: argparse.Namespace, recipes: list[Recipe]) -> list[Cell]:
     cells = []
     for minutes in args.budgets:
@@ -231,6 +286,7 @@ def run_all(args: argparse.Namespace, recipes: list[Recipe]) -> list[Cell]:
                     cell.eval_interval,
                     args.min_ratio,
                     budget_seconds=60 * minutes,
+                    sample_tokens=args.sample_tokens,
                 )
                 cell.runs.append(run)
         cells.extend(cell for cell, _ in planned)
@@ -250,24 +306,35 @@ def format_minutes(seconds: list[float | None]) -> str:
     return mean if len(reached) == len(seconds) else f"{mean} ({len(reached)}/{len(seconds)})"
 
 
-def format_table(cells: list[Cell], thresholds: list[float]) -> str:
+def format_mean(mean: float, std: float | None) -> str:
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def format_delta(
+    value: tuple[float, float | None] | None, base: tuple[float, float | None] | None
+) -> str:
+    return "-" if value is None or base is None else f"{value[0] - base[0]:+.4f}"
+
+
+def format_table(cells: list[Cell], thresholds: list[float], baseline: str) -> str:
     header = [
         "recipe", "budget min", "seeds", "val loss (whole split)", "Δ vs baseline",
-        *(f"min to {t:.2f}" for t in thresholds),
+        "bits/byte", "Δ bits/byte", *(f"min to {t:.2f}" for t in thresholds),
         "steps", "train min", "tokens/s", "eval s", "contended steps",
     ]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    baselines = {c.budget_minutes: c.val_loss()[0] for c in cells if c.recipe == BASELINE}
+    bases = {c.budget_minutes: c for c in cells if c.recipe == baseline}
     for cell in cells:
-        mean, std = cell.val_loss()
-        runs = cell.runs
-        delta = mean - baselines[cell.budget_minutes]
+        runs, base = cell.runs, bases[cell.budget_minutes]
+        per_byte, is_base = cell.bits_per_byte(), cell is base
         row = [
             cell.recipe,
             f"{cell.budget_minutes:g}",
             str(len(runs)),
-            f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}",
-            "-" if cell.recipe == BASELINE else f"{delta:+.4f}",
+            format_mean(*cell.val_loss()),
+            "-" if is_base else format_delta(cell.val_loss(), base.val_loss()),
+            "n/a" if per_byte is None else format_mean(*per_byte),
+            "-" if is_base else format_delta(per_byte, base.bits_per_byte()),
             *(format_minutes([r.first_reached(t) for r in runs]) for t in thresholds),
             f"{statistics.fmean(r.max_iters for r in runs):.0f}",
             f"{statistics.fmean(r.train_seconds for r in runs) / 60:.2f}",
@@ -285,10 +352,13 @@ def format_notes(args: argparse.Namespace, cells: list[Cell]) -> str:
         for c in cells
         if c.budget_minutes == args.budgets[0]
     )
+    data = f", every recipe on --data {args.data}" if args.data else ""
     return (
-        f"measured on {cpu_line()}, {args.threads} threads\n\n"
+        f"measured on {cpu_line()}, {args.threads} threads{data}\n\n"
         "val loss: the mean loss over every token of the validation split at the last step, mean "
-        "± sample std over seeds. min to X: training minutes (evaluation excluded) at the first "
+        "± sample std over seeds; bits/byte: the same loss in bits per UTF-8 byte of the "
+        "validation text, which compares across tokenizers. min to X: training minutes "
+        "(evaluation excluded) at the first "
         f"evaluation at or below X, every {args.eval_every:.0%} of the budget, mean over the "
         "seeds that reached it, (k/n) when only k did. train min: the steps' wall time, "
         f"which max_iters, refitted to the clock as the run goes, aims at the budget; steps: the "
@@ -384,16 +454,34 @@ def to_json(args: argparse.Namespace, recipes: list[Recipe], cells: list[Cell]) 
     }
 
 
+def format_samples(cells: list[Cell]) -> str:
+    """Each run's samples, evaluation by evaluation, under its step and whole-split loss."""
+    parts = []
+    for cell in cells:
+        for k, run in enumerate(cell.runs):
+            parts.append(f"## {cell.recipe}, {cell.budget_minutes:g} min, seed {k}\n")
+            for e in run.evals:
+                heading = (
+                    f"step {e.step}, {e.train_seconds / 60:.2f} train min, val {e.val_loss:.4f}"
+                )
+                parts.append(f"### {heading}\n\n```text\n{e.sample}\n```\n")
+    return "\n".join(parts)
+
+
 def write_reports(args: argparse.Namespace, recipes: list[Recipe], cells: list[Cell]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     markdown, document, plot = (args.out / name for name in OUT_FILES)
-    table = format_table(cells, args.thresholds)
+    table = format_table(cells, args.thresholds, recipes[0].name)
     notes = format_notes(args, cells)
     markdown.write_text(f"{machine_line(args.threads)}\n\n{table}\n\n{notes}\n", encoding="utf-8")
     document.write_text(
         json.dumps(to_json(args, recipes, cells), indent=1) + "\n", encoding="utf-8"
     )
     plot_curves(cells, args.thresholds, plot)
+    if args.sample_tokens:
+        samples = args.out / SAMPLES_FILE
+        samples.write_text(f"{machine_line(args.threads)}\n\n{format_samples(cells)}", "utf-8")
+        print(f"wrote {samples}")
     print(f"\n{table}\n\n{notes}\n\nwrote {markdown}, {document} and {plot}")
 
 
@@ -417,7 +505,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--recipes",
         default="",
         help="comma-separated presets or TOML files of overrides (as `tinygpt compare` takes "
-        f"them), trained beside {BASELINE}, which always runs",
+        "them), trained beside the baseline, which always runs",
+    )
+    parser.add_argument(
+        "--baseline", default=BASELINE, help="preset or TOML file the recipes are measured against"
+    )
+    parser.add_argument(
+        "--data", help="train every recipe on this source (a --data value) instead of its own"
     )
     parser.add_argument("--budgets", default="2,5,15,60", help="minutes of training, e.g. 2,5")
     parser.add_argument(
@@ -430,10 +524,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--eval-every", type=float, default=0.1, help="evaluate every this fraction of a budget"
     )
     parser.add_argument(
-        "--thresholds", default=THRESHOLDS, help="val losses whose first reaching is timed"
+        "--thresholds",
+        default=THRESHOLDS,
+        help="val losses whose first reaching is timed; '' for none (recipes of other tokenizers)",
     )
     parser.add_argument(
         "--timed-steps", type=int, default=20, help="steps timed to fit each schedule"
+    )
+    parser.add_argument(
+        "--sample-tokens",
+        type=int,
+        default=0,
+        help="at each evaluation, sample this many tokens from the recipe's prompt (0: none)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -445,15 +547,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/time_to_loss"))
     args = parser.parse_args(argv)
     args.budgets = parse_floats(parser, "--budgets", args.budgets)
-    args.thresholds = sorted(parse_floats(parser, "--thresholds", args.thresholds), reverse=True)
+    thresholds = parse_floats(parser, "--thresholds", args.thresholds) if args.thresholds else []
+    args.thresholds = sorted(thresholds, reverse=True)
     if args.timed_steps < 1:
         parser.error(f"--timed-steps {args.timed_steps} must be at least 1")
+    if args.sample_tokens < 0:
+        parser.error(f"--sample-tokens {args.sample_tokens} must not be negative")
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds {args.seeds} must be at least 1")
     if not 0 < args.eval_every <= 1:
         parser.error(f"--eval-every {args.eval_every} must be in (0, 1]")
-    args.recipes = [BASELINE] + [
-        r.strip() for r in args.recipes.split(",") if r.strip() and r.strip() != BASELINE
+    args.recipes = [args.baseline] + [
+        r.strip() for r in args.recipes.split(",") if r.strip() and r.strip() != args.baseline
     ]
     args.min_ratio = (
         args.min_cpu_ratio if args.min_cpu_ratio is not None else MIN_CPU_RATIO * args.threads
@@ -466,7 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     torch.set_num_threads(args.threads)
     print(machine_line(args.threads), flush=True)
-    shared = {"train.threads": args.threads, "train.device": args.device}
+    shared: dict[str, Any] = {"train.threads": args.threads, "train.device": args.device}
+    if args.data:
+        shared["data.source"] = args.data
     try:
         variants = load_variants(args.recipes, shared)
         recipes = [prepare_recipe(v, args.timed_steps) for v in variants]

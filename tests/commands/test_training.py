@@ -29,6 +29,7 @@ def test_presets_lists_one_line_each(capsys):
         "gqa-tinystories",
         "hybrid-tinystories",
         "modern-tinystories",
+        "tinystories-fast",
     ]
 
 
