@@ -153,10 +153,8 @@ class Cell:
         """Mean and std over seeds of each run's final loss in bits per validation byte."""
         if not self.val_bytes:
             return None
-        losses = [run.final_val_loss for run in self.runs]
-        return mean_and_std(
-            [bits_per_unit(x, self.val_tokens, self.val_bytes) or 0.0 for x in losses]
-        )
+        runs = [bits_per_unit(r.final_val_loss, self.val_tokens, self.val_bytes) for r in self.runs]
+        return mean_and_std([bits for bits in runs if bits is not None])
 
 
 def mean_and_std(values: list[float]) -> tuple[float, float | None]:
@@ -353,16 +351,20 @@ def format_notes(args: argparse.Namespace, cells: list[Cell]) -> str:
         if c.budget_minutes == args.budgets[0]
     )
     data = f", every recipe on --data {args.data}" if args.data else ""
+    reached = (
+        "min to X: training minutes (evaluation excluded) at the first evaluation at or below X, "
+        f"every {args.eval_every:.0%} of the budget, mean over the seeds that reached it, (k/n) "
+        "when only k did. "
+        if args.thresholds
+        else ""
+    )
     return (
         f"measured on {cpu_line()}, {args.threads} threads{data}\n\n"
         "val loss: the mean loss over every token of the validation split at the last step, mean "
         "± sample std over seeds; bits/byte: the same loss in bits per UTF-8 byte of the "
-        "validation text, which compares across tokenizers. min to X: training minutes "
-        "(evaluation excluded) at the first "
-        f"evaluation at or below X, every {args.eval_every:.0%} of the budget, mean over the "
-        "seeds that reached it, (k/n) when only k did. train min: the steps' wall time, "
-        f"which max_iters, refitted to the clock as the run goes, aims at the budget; steps: the "
-        f"mean over seeds of the steps taken (step times measured first: {steps}). "
+        f"validation text, which compares across tokenizers. {reached}train min: the steps' "
+        "wall time, which max_iters, refitted to the clock as the run goes, aims at the budget; "
+        f"steps: the mean over seeds of the steps taken (step times measured first: {steps}). "
         f"contended steps: process CPU/wall below {args.min_ratio:.2f} (of {args.threads} "
         "threads), a neighbour took a core." + format_off_budget(cells)
     )
