@@ -159,6 +159,31 @@ def test_each_layer_overrides_the_one_below(tmp_path):
     assert resolve_train_config(None, None, {}) == get_preset("baby-shakespeare")  # the default
 
 
+def test_a_config_file_may_name_its_preset_as_compare_recipes_do(tmp_path):
+    toml = tmp_path / "recipe.toml"
+    toml.write_text('preset = "gptiny"\n[train]\nweight_decay = 0.05\n')
+    config = resolve_train_config(None, toml, {})
+    assert config.preset == "gptiny" and config.model.n_layer == 3
+    assert config.train.weight_decay == 0.05
+    assert resolve_train_config("gptiny", toml, {}) == config  # the flag may repeat it
+
+
+@pytest.mark.parametrize(
+    ("preset_line", "flag", "message"),
+    [
+        ('preset = "gptiny"', "baby-shakespeare", "--preset baby-shakespeare contradicts"),
+        ("preset = 3", None, "must be a preset name in quotes"),
+        ('preset = "no-such"', None, "no-such"),
+    ],
+)
+def test_a_config_files_bad_preset_is_one_config_error_line(tmp_path, preset_line, flag, message):
+    toml = tmp_path / "recipe.toml"
+    toml.write_text(preset_line + "\n")
+    with pytest.raises(ConfigError) as raised:
+        resolve_train_config(flag, toml, {})
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
 def test_max_iters_given_wins_over_the_presets_epochs():
     config = resolve_train_config("modern-tinystories", None, {"max-iters": "400"})
     assert config.train.max_iters == 400 and config.train.epochs == 0

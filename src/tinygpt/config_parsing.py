@@ -235,13 +235,27 @@ def resolve_train_config(
 ) -> RunConfig:
     """The preset, then the --config file, then the flags: what a person gave wins over the
     preset (see `apply_given_settings`), and given settings that contradict each other are
-    refused."""
+    refused. The file may name its preset (`preset = "NAME"`, as `compare` recipes do)."""
+    from_file = load_toml_overrides(config_file) if config_file is not None else {}
+    preset = _preset_of(preset, from_file.pop("preset", None), config_file)
     config = get_preset(preset or DEFAULT_PRESET)
     given: set[str] = set()
     if config_file is not None:
-        from_file = load_toml_overrides(config_file)
         config = apply_given_settings(config, from_file, f"config file {config_file}")
         given |= given_field_names(from_file)
     config = apply_given_settings(config, overrides, "the flags")
     check_given_settings(config, given | given_field_names(overrides))
     return config
+
+
+def _preset_of(flag: str | None, in_file: object, config_file: Path | None) -> str | None:
+    """--preset, or the config file's `preset = "NAME"`; the two must agree where both are given."""
+    if in_file is None:
+        return flag
+    if not isinstance(in_file, str):
+        raise ConfigError(f"{config_file}: preset = {in_file!r} must be a preset name in quotes")
+    if flag is not None and flag != in_file:
+        raise ConfigError(
+            f"--preset {flag} contradicts preset = {in_file!r} in {config_file}; give one of them"
+        )
+    return in_file
