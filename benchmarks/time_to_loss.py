@@ -254,13 +254,8 @@ def draw_sample(trainer: Trainer, tokenizer: Tokenizer, tokens: int) -> str:
     """The recipe's sample prompt continued for `tokens` tokens, from SAMPLE_SEED, so that the
     samples of one run differ only by the weights."""
     sample = trainer.config.sample
-    settings = GenerationSettings(
-        max_new_tokens=tokens,
-        temperature=sample.temperature,
-        top_k=sample.top_k,
-        top_p=sample.top_p,
-        seed=SAMPLE_SEED,
-        precision="float32",
+    settings = GenerationSettings.from_sample(
+        sample, max_new_tokens=tokens, seed=SAMPLE_SEED, precision="float32"
     )
     completion = generate_batch(trainer.model, tokenizer, [sample.prompt], settings)[0]
     return sample.prompt + completion.text

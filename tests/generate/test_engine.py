@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from tinygpt.config import SampleConfig
 from tinygpt.errors import ConfigError
 from tinygpt.generate.decode import without_padding_ids
 from tinygpt.generate.engine import (
@@ -73,6 +74,17 @@ def test_bad_settings_are_one_line_errors():
     with pytest.raises(ConfigError, match="presence_penalty=nan must be a finite number"):
         GenerationSettings(presence_penalty=float("nan"))
     assert math.isfinite(GenerationSettings().temperature)
+
+
+def test_settings_from_a_runs_sample_config_take_each_field_and_the_changes_over_them():
+    sample = SampleConfig(max_new_tokens=7, temperature=0.3, top_k=9, top_p=0.8, sample_seed=5)
+    settings = GenerationSettings.from_sample(sample, precision="float32", stop=("x",))
+    assert settings == GenerationSettings(
+        max_new_tokens=7, temperature=0.3, top_k=9, top_p=0.8, seed=5, precision="float32",
+        stop=("x",),
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="min_new_tokens"):
+        GenerationSettings.from_sample(sample, min_new_tokens=8)
 
 
 # requests a server may batch together, each with its own settings; prompt + reply stay within

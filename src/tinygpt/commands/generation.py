@@ -134,18 +134,13 @@ def run_sample(args: argparse.Namespace) -> int:
     model, tokenizer, config, _ = load_run(args)
     chosen = {name: value for name in SAMPLE_FLAGS if (value := getattr(args, name)) is not None}
     sample = dataclasses.replace(config.sample, **chosen)  # validated like any config value
-    settings = GenerationSettings(
-        max_new_tokens=sample.max_new_tokens,
+    settings = GenerationSettings.from_sample(
+        sample,
         min_new_tokens=args.min_new_tokens,
-        temperature=sample.temperature,
-        top_k=sample.top_k,
-        top_p=sample.top_p,
         repetition_penalty=args.repetition_penalty,
         stop=tuple(args.stop),
-        seed=sample.sample_seed,
         num_beams=args.num_beams,
         length_penalty=args.length_penalty,
-        precision=sample.precision,
     )
     if args.num_samples != 1:
         return _print_samples(model, tokenizer, sample.prompt, settings, args.num_samples)
@@ -185,12 +180,13 @@ def run_chat(args: argparse.Namespace) -> int:
     model, tokenizer, config, _ = load_run(args)
     sample, block_size = config.sample, config.model.block_size
     default_tokens = max(1, min(sample.max_new_tokens, block_size // 2))
-    settings = GenerationSettings(
+    settings = GenerationSettings.from_sample(
+        sample,
         max_new_tokens=_chosen(args.max_new_tokens, default_tokens),
         temperature=_chosen(args.temperature, sample.temperature),
         top_k=_chosen(args.top_k, sample.top_k),
         top_p=_chosen(args.top_p, sample.top_p),
-        seed=args.seed,
+        seed=args.seed,  # a chat is not replayed: fresh replies unless --seed is given
         precision=_chosen(args.precision, sample.precision),
     )
     session = ChatSession(model, tokenizer, settings)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tinygpt.config import check_seed
+from tinygpt.config import SampleConfig, check_seed
 from tinygpt.errors import ConfigError, DataError
 from tinygpt.generate.decode import BatchDecoder, beam_search, first_context, without_padding_ids
 from tinygpt.generate.fast_weights import PRECISIONS, decoding_dtype
@@ -93,6 +93,20 @@ class GenerationSettings:
             raise ConfigError("a stop string is empty; give non-empty text")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+    @classmethod
+    def from_sample(cls, sample: SampleConfig, **changes: object) -> GenerationSettings:
+        """A run's `sample` config as settings (its length, temperature, filters, seed and
+        precision), with `changes` over them: the one place the two are matched up."""
+        settings = cls(
+            max_new_tokens=sample.max_new_tokens,
+            temperature=sample.temperature,
+            top_k=sample.top_k,
+            top_p=sample.top_p,
+            seed=sample.sample_seed,
+            precision=sample.precision,
+        )
+        return dataclasses.replace(settings, **changes)
 
 
 @dataclass

@@ -40,7 +40,8 @@ def generation_settings(
         raise APIError(
             400, f"min_tokens={min_tokens} is above max_tokens={max_tokens}", "min_tokens"
         )
-    return GenerationSettings(
+    return GenerationSettings.from_sample(
+        sample,
         max_new_tokens=max_tokens,
         min_new_tokens=min_tokens,
         temperature=_given(body.temperature, sample.temperature),
@@ -52,7 +53,6 @@ def generation_settings(
         stop=stops,
         seed=body.seed,
         logprobs=logprobs,
-        precision=sample.precision,
     )
 
 
