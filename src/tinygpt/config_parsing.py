@@ -237,7 +237,7 @@ def resolve_train_config(
     preset (see `apply_given_settings`), and given settings that contradict each other are
     refused. The file may name its preset (`preset = "NAME"`, as `compare` recipes do)."""
     from_file = load_toml_overrides(config_file) if config_file is not None else {}
-    preset = _preset_of(preset, from_file.pop("preset", None), config_file)
+    preset = preset_named(preset, from_file.pop("preset", None), config_file)
     config = get_preset(preset or DEFAULT_PRESET)
     given: set[str] = set()
     if config_file is not None:
@@ -248,8 +248,8 @@ def resolve_train_config(
     return config
 
 
-def _preset_of(flag: str | None, in_file: object, config_file: Path | None) -> str | None:
-    """--preset, or the config file's `preset = "NAME"`; the two must agree where both are given."""
+def preset_named(flag: str | None, in_file: object, config_file: Path | None) -> str | None:
+    """--preset, or a TOML file's `preset = "NAME"`; the two must agree where both are given."""
     if in_file is None:
         return flag
     if not isinstance(in_file, str):

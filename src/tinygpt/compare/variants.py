@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tinygpt.config import RunConfig
-from tinygpt.config_parsing import apply_overrides, load_toml_overrides
+from tinygpt.config_parsing import apply_overrides, load_toml_overrides, preset_named
 from tinygpt.data.prepare import PreparedData, prepare_dataset, with_prepared_settings
 from tinygpt.errors import ConfigError
 from tinygpt.presets import DEFAULT_PRESET, PRESETS, get_preset
@@ -42,9 +42,7 @@ def load_variant(spec: str, shared: dict[str, Any]) -> Variant:
     if spec in PRESETS or not (path.suffix == ".toml" or path.is_file()):
         return Variant(spec, apply_overrides(get_preset(spec), shared))
     fields = load_toml_overrides(path)
-    preset = fields.pop("preset", DEFAULT_PRESET)
-    if not isinstance(preset, str):
-        raise ConfigError(f"{path}: preset = {preset!r} must be a preset name in quotes")
+    preset = preset_named(None, fields.pop("preset", None), path) or DEFAULT_PRESET
     config = apply_overrides(apply_overrides(get_preset(preset), fields), shared)
     return Variant(path.stem, config)
 
