@@ -273,6 +273,9 @@ class TrainConfig:
     distributed: Literal["ddp", "fsdp"] = option(
         "ddp", "under torchrun: replicate or shard the model"
     )
+    logger: Literal["none", "tensorboard", "wandb"] = option(
+        "none", "also log to TensorBoard (RUN_DIR/tensorboard) or Weights & Biases"
+    )
 
     def __post_init__(self) -> None:
         check_seed(self.seed, f"seed={self.seed}")

@@ -80,6 +80,7 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from tinygpt.loggers import open_loggers, require_logger_package
     from tinygpt.train.start import resume_run, start_run
     from tinygpt.train.stopping import raise_interrupt_on_sigterm
 
@@ -98,9 +99,10 @@ def run_train(args: argparse.Namespace) -> int:
         if args.out is None:
             raise ConfigError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
         config = resolve_train_config(args.preset, args.config, overrides)
+        require_logger_package(config.train.logger)  # before the run's directory is made
         trainer = start_run(config, args.out)
     _describe_trainer(trainer)
-    result = trainer.fit()
+    result = trainer.fit(observers=open_loggers(trainer))
     if not trainer.context.is_main:  # under torchrun, rank 0 speaks for all
         return 130 if result.stop_reason == "interrupted" else 0
     if result.stop_reason == "interrupted":

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from tinygpt.train.activation_checkpointing import checkpoint_blocks
 from tinygpt.train.cpu_speedups import apply_cpu_speedups, keep_freed_memory_in_process
 from tinygpt.train.distributed import SINGLE_PROCESS, DistributedContext
 from tinygpt.train.evaluation import evaluate_fixed_batches
+from tinygpt.train.observers import TrainingObserver
 from tinygpt.train.optim import build_optimizer, set_learning_rate
 from tinygpt.train.progress import ThroughputWindow, bar_postfix, progress_bar
 from tinygpt.train.schedule import learning_rate_at
@@ -100,6 +101,7 @@ class Trainer:
             keep_freed_memory_in_process()
             apply_cpu_speedups(self.model)
         self.wrapped: torch.nn.Module | None = None
+        self.observers: tuple[TrainingObserver, ...] = ()  # set by fit
         if not context.is_distributed:
             self.model.to(self.runtime.device)
             # training and evaluation go through model.loss (adaptive softmax never builds
@@ -229,12 +231,21 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def fit(self, stop_at: int | None = None) -> TrainResult:
+    def fit(
+        self, stop_at: int | None = None, observers: Sequence[TrainingObserver] = ()
+    ) -> TrainResult:
         """Train until max_iters, early stopping, Ctrl-C/SIGTERM (checkpoint saved), or
         `stop_at` steps (used by tests to simulate an interruption). The run stays locked
-        against other processes until it returns."""
-        with self._holding_run_lock():
-            return self._fit(stop_at)
+        against other processes until it returns. `observers` see every metrics record
+        (tinygpt.loggers) and are closed at the end, whatever ends it."""
+        self.observers = tuple(observers)
+        try:
+            with self._holding_run_lock():
+                return self._fit(stop_at)
+        finally:
+            for observer in self.observers:
+                observer.close()
+            self.observers = ()
 
     @contextlib.contextmanager
     def _holding_run_lock(self) -> Iterator[None]:
@@ -313,6 +324,8 @@ class Trainer:
             "ms_per_step": 1000 * elapsed / max(1, self.progress.step - window.step),
         }
         metrics.append(record)
+        for observer in self.observers:
+            observer.on_train(self, record)
         bar.set_postfix_str(bar_postfix(loss, tokens_per_second))
         if bar.disable:
             log.info(
@@ -335,17 +348,18 @@ class Trainer:
         else:
             progress.evals_since_best += 1
         self.save(is_best=is_best)
-        metrics.append(
-            {
-                "kind": "eval",
-                "step": progress.step,
-                "train_loss": losses["train"],
-                "val_loss": losses["val"],
-                "val_ppl": perplexity(losses["val"]),
-                "tokens_seen": progress.tokens_seen,
-                "train_seconds": progress.train_seconds,
-            }
-        )
+        record = {
+            "kind": "eval",
+            "step": progress.step,
+            "train_loss": losses["train"],
+            "val_loss": losses["val"],
+            "val_ppl": perplexity(losses["val"]),
+            "tokens_seen": progress.tokens_seen,
+            "train_seconds": progress.train_seconds,
+        }
+        metrics.append(record)
+        for observer in self.observers:
+            observer.on_eval(self, record)
         log.info(
             "step %d | train %.4f | val %.4f | ppl %.2f%s",
             progress.step,
