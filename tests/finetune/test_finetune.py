@@ -183,7 +183,7 @@ def test_characters_outside_the_base_vocabulary_are_refused(base_run, tmp_path, 
     text.write_text("λόγος " * 200, encoding="utf-8")
     with pytest.raises(DataError) as caught:
         start_finetune(base_run, tmp_path / "out", str(text), SETTINGS, finetune_fields)
-    assert "outside the base run's vocabulary: " in str(caught.value)
+    assert "has characters outside the vocabulary of " in str(caught.value)
     assert "'λ'" in str(caught.value)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "out").exists()

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from tinygpt.atomic_files import fsync_directory
 from tinygpt.config import RunConfig, TrainConfig
 from tinygpt.config_parsing import (
     all_fields,
@@ -36,10 +34,9 @@ from tinygpt.config_parsing import (
     check_given_settings,
     given_field_names,
 )
-from tinygpt.data.prepare import PreparedData, load_prepared
+from tinygpt.data.prepare import PreparedData
 from tinygpt.errors import ConfigError
 from tinygpt.finetune.adapter import log_module_names, module_names_for, save_adapter
-from tinygpt.finetune.data import prepare_with_tokenizer
 from tinygpt.finetune.lora import (
     LoraSettings,
     adapter_state_dict,
@@ -51,17 +48,16 @@ from tinygpt.finetune.lora import (
     resolve_targets,
 )
 from tinygpt.model.gpt import GPT
-from tinygpt.run.checkpoint import MODEL_FILE, save_checkpoint
+from tinygpt.run.checkpoint import save_checkpoint
 from tinygpt.run.data import check_data_fits, data_info
 from tinygpt.run.directory import (
     check_new_run_dir,
     create_run_dir,
     read_run_config,
-    run_tokenizer_path,
-    sha256_of,
 )
-from tinygpt.run.load import load_model_from_run, read_checkpoint_meta
+from tinygpt.run.load import checkpoint_identity, load_model_from_run
 from tinygpt.run.sizing import steps_for_epochs
+from tinygpt.run.tokenized_text import stage_tokenized_text
 from tinygpt.runtime import seed_everything, setup_runtime
 from tinygpt.train.loop import Trainer
 from tinygpt.train.optim import build_optimizer
@@ -177,16 +173,13 @@ def start_finetune(
     model, tokenizer, _ = load_model_from_run(base_run, checkpoint, runtime.device)
     adapted = resolve_targets(model, settings.targets)
 
-    staging = run_dir.with_name(f".{run_dir.name}.data")
-    prepared = prepare_with_tokenizer(config.data, tokenizer, staging, base_run)
+    staged = stage_tokenized_text(config.data, tokenizer, run_dir, base_run)
+    prepared = staged.prepared
     check_data_fits(config, prepared)  # before data.source names the run's copy
-    is_staged = prepared.directory == staging
-    data_dir = run_dir / "data" if is_staged else prepared.directory
     config = dataclasses.replace(
         config,
         model=merged_model_config(config.model, adapted),
-        # the prepared tokens, so `tinygpt eval` and `train --resume` find ids of this tokenizer
-        data=dataclasses.replace(config.data, source=str(data_dir.resolve())),
+        data=staged.data_config(config.data),
         train=steps_for_epochs(config, prepared.train_tokens),
     )
     if "warmup_iters" not in given:
@@ -198,7 +191,7 @@ def start_finetune(
             config, train=dataclasses.replace(config.train, optimizer="adamw")
         )
     check_given_settings(config, given)
-    base_info = _base_identity(base_run, checkpoint)
+    base_info = checkpoint_identity(base_run, checkpoint, "base_")
     run_info = {
         **data_info(prepared),
         "finetune": {
@@ -214,10 +207,7 @@ def start_finetune(
     # written afresh, as start_run does: an older gpt2 base run names a folder of merges
     tokenizer_json = tokenizer.to_json()
     create_run_dir(run_dir, config.to_json(), tokenizer_json, run_info)
-    if is_staged:
-        os.replace(staging, data_dir)
-        fsync_directory(run_dir)
-        prepared = load_prepared(data_dir)
+    prepared = staged.move_into_run()
 
     seed_everything(config.train.seed)  # the A matrices start from a seeded draw
     add_lora(model, settings)
@@ -253,16 +243,3 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
                 f"--optimizer {overrides[key]}: LoRA adapters train with AdamW (Muon "
                 "orthogonalises whole hidden matrices, not rank-r factors); drop the flag"
             )
-
-
-def _base_identity(base_run: Path, checkpoint: str) -> dict[str, Any]:
-    """What the adapter was trained on top of: run, checkpoint, and the sha256 of its weights
-    and tokenizer (load_model_from_run has verified the checkpoint files)."""
-    directory, meta = read_checkpoint_meta(base_run, checkpoint)
-    return {
-        "base_run": str(base_run.resolve()),
-        "base_checkpoint": directory.name,
-        "base_step": int(meta["step"]),
-        "base_model_sha256": meta["files"][MODEL_FILE]["sha256"],
-        "base_tokenizer_sha256": sha256_of(run_tokenizer_path(base_run).read_bytes()),
-    }

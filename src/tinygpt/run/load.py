@@ -222,3 +222,17 @@ def check_config_matches_weights(
                 f"{run_dir}/config.json does not match the checkpoint: {name} is "
                 f"{tuple(saved.shape)} in the checkpoint but {tuple(tensor.shape)} by config.json"
             )
+
+
+def checkpoint_identity(run_dir: Path, which: str, prefix: str = "") -> dict[str, Any]:
+    """What a run started from another's weights records of them: the run, the checkpoint,
+    and the sha256 of its weights and tokenizer (keys prefixed with `prefix`)."""
+    directory, meta = read_checkpoint_meta(run_dir, which)
+    identity = {
+        "run": str(run_dir.resolve()),
+        "checkpoint": directory.name,
+        "step": int(meta["step"]),
+        "model_sha256": meta["files"][MODEL_FILE]["sha256"],
+        "tokenizer_sha256": sha256_of(run_tokenizer_path(run_dir).read_bytes()),
+    }
+    return {prefix + key: value for key, value in identity.items()}
