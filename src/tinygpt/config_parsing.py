@@ -248,6 +248,14 @@ def resolve_train_config(
     return config
 
 
+def given_settings(config_file: Path | None, overrides: dict[str, Any]) -> set[str]:
+    """The field names a person set, in the --config file (its `preset` line aside) and by
+    flags."""
+    from_file = load_toml_overrides(config_file) if config_file is not None else {}
+    from_file.pop("preset", None)
+    return given_field_names(from_file) | given_field_names(overrides)
+
+
 def preset_named(flag: str | None, in_file: object, config_file: Path | None) -> str | None:
     """--preset, or a TOML file's `preset = "NAME"`; the two must agree where both are given."""
     if in_file is None:

@@ -15,8 +15,13 @@ from tinygpt.commands.arguments import (
     image_path,
 )
 from tinygpt.config import RunConfig
-from tinygpt.config_parsing import apply_overrides, given_field_names, resolve_train_config
-from tinygpt.errors import ConfigError
+from tinygpt.config_parsing import (
+    apply_overrides,
+    given_field_names,
+    given_settings,
+    resolve_train_config,
+)
+from tinygpt.errors import CheckpointError, ConfigError
 from tinygpt.presets import DEFAULT_PRESET, PRESETS, describe_preset
 
 if TYPE_CHECKING:
@@ -35,7 +40,7 @@ def add_train_command(commands: Commands) -> None:
         "train",
         help="train a model (or resume a run)",
         usage="tinygpt train [--preset NAME] [--config FILE] (--out RUN_DIR | --resume RUN_DIR) "
-        "[--data PATH_OR_URL] [--FIELD VALUE ...]",
+        "[--init-from RUN_OR_HF_DIR] [--data PATH_OR_URL] [--FIELD VALUE ...]",
         description="Train a model. Any config field can be set with --FIELD VALUE "
         "(or --SECTION.FIELD VALUE); precedence: defaults < --preset < --config < flags.",
     )
@@ -43,6 +48,13 @@ def add_train_command(commands: Commands) -> None:
     train.add_argument("--config", type=Path, help="a TOML file of fields, by section")
     train.add_argument("--out", type=Path, help="the new run directory")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run")
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="RUN_OR_HF_DIR",
+        help="start a new run from this run's best weights or this Hugging Face model (its "
+        "shape and tokenizer; a fresh optimizer)",
+    )
     add_data_flag(train, "text to train on (default: TinyShakespeare)")
     add_field_flags(train)
     train.set_defaults(handler=run_train)
@@ -87,8 +99,10 @@ def run_train(args: argparse.Namespace) -> int:
     raise_interrupt_on_sigterm()  # a `kill` before training starts unwinds like Ctrl-C
     overrides = field_overrides(args)
     if args.resume:
-        if args.preset or args.config or args.out:
-            raise ConfigError("--resume continues a run as it was; drop --preset/--config/--out")
+        if args.preset or args.config or args.out or args.init_from:
+            raise ConfigError(
+                "--resume continues a run as it was; drop --preset/--config/--out/--init-from"
+            )
         if "epochs" in given_field_names(overrides):
             raise ConfigError(
                 "epochs turns into max_iters when a run starts; to train a resumed run "
@@ -100,7 +114,10 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
         config = resolve_train_config(args.preset, args.config, overrides)
         require_logger_package(config.train.logger)  # before the run's directory is made
-        trainer = start_run(config, args.out)
+        if args.init_from:
+            trainer = _start_from_weights(args, config, overrides)
+        else:
+            trainer = start_run(config, args.out)
     _describe_trainer(trainer)
     result = trainer.fit(observers=open_loggers(trainer))
     if not trainer.context.is_main:  # under torchrun, rank 0 speaks for all
@@ -115,6 +132,35 @@ def run_train(args: argparse.Namespace) -> int:
         f"{result.best_val_loss:.4f}; sample with: tinygpt sample {result.run_dir}"
     )
     return 0
+
+
+def _start_from_weights(
+    args: argparse.Namespace, recipe: RunConfig, overrides: dict[str, Any]
+) -> Any:
+    from tinygpt.train.init_from import start_run_from
+
+    given = given_settings(args.config, overrides)
+    return start_run_from(_init_source(args.init_from), recipe, given, args.out)
+
+
+def _init_source(path: Path) -> Any:
+    """A tinygpt run's best checkpoint, or a transformers model directory, as an InitSource."""
+    from tinygpt.export.hf_import import read_hf_model
+    from tinygpt.run.directory import RUN_FILE
+    from tinygpt.run.load import checkpoint_identity, load_model_from_run
+    from tinygpt.train.init_from import InitSource
+
+    if (path / RUN_FILE).is_file():
+        model, tokenizer, config = load_model_from_run(path, "best")
+        return InitSource(path, config, model, tokenizer, checkpoint_identity(path, "best"))
+    if (path / "config.json").is_file():
+        hf = read_hf_model(path)
+        identity = {"hf_model": str(hf.source), "model_class": hf.model_class}
+        return InitSource(path, hf.config, hf.model, hf.tokenizer, identity)
+    raise CheckpointError(
+        f"--init-from {path}: not a tinygpt run (no {RUN_FILE}) nor a Hugging Face model "
+        "directory (no config.json); give one of them"
+    )
 
 
 def _describe_trainer(trainer: Any) -> None:

@@ -32,6 +32,7 @@ from tinygpt.model.gpt import GPT
 from tinygpt.run.checkpoint import save_checkpoint
 from tinygpt.run.directory import check_new_run_dir, create_run_dir, read_json_object
 from tinygpt.run.load import load_weights_into
+from tinygpt.tokenizers.base import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,39 @@ class ImportResult:
     tokenizer_kind: str
 
 
+@dataclass(frozen=True)
+class HFModel:
+    """A transformers model directory read into tinygpt's terms: the config (the model's
+    shape, and data fields that name its tokenizer), the GPT with its weights, the tokenizer."""
+
+    source: Path
+    config: RunConfig
+    model: GPT
+    tokenizer: Tokenizer
+    model_class: str
+
+
 def import_hf(hf_dir: Path, run_dir: Path) -> ImportResult:
     """Turn a GPT2LMHeadModel or LlamaForCausalLM directory (config.json, safetensors weights,
     tokenizer) into a tinygpt run whose `best` and `last` checkpoint is step 0."""
+    check_new_run_dir(run_dir)
+    read = read_hf_model(hf_dir)
+    create_run_dir(
+        run_dir,
+        read.config.to_json(),
+        read.tokenizer.to_json(),
+        {"imported_from": str(read.source), "model_class": read.model_class},
+    )
+    summary = {"val_loss": None, "imported_from": str(read.source)}
+    save_checkpoint(run_dir, 0, read.model, {}, summary, True)
+    return ImportResult(run_dir, read.model_class, read.tokenizer.kind)
+
+
+def read_hf_model(hf_dir: Path) -> HFModel:
+    """Read a GPT2LMHeadModel or LlamaForCausalLM directory (config.json, safetensors weights,
+    tokenizer); whatever tinygpt cannot run exactly is refused in one line."""
     if not hf_dir.is_dir():
         raise CheckpointError(f"{hf_dir} is not a directory; give a Hugging Face model directory")
-    check_new_run_dir(run_dir)
     document = _read_config(hf_dir)
     hf_model_type(document, hf_dir)  # refuse a foreign model before reading its weights
     tensors = _read_tensors(hf_dir)
@@ -60,18 +88,11 @@ def import_hf(hf_dir: Path, run_dir: Path) -> ImportResult:
         )
     model = GPT(model_config)
     load_weights_into(model, from_hf_tensors(tensors, model_config, architecture, hf_dir))
-    source = str(hf_dir.expanduser().resolve())
+    source = hf_dir.expanduser().resolve()
     # no training data: the folder is not text, and eval of it must ask for --data instead
-    data = DataConfig(source=imported_source(source), **imported.data_fields)
+    data = DataConfig(source=imported_source(str(source)), **imported.data_fields)
     config = RunConfig(model=model_config, data=data)
-    create_run_dir(
-        run_dir,
-        config.to_json(),
-        tokenizer.to_json(),
-        {"imported_from": source, "model_class": HF_CLASSES[architecture]},
-    )
-    save_checkpoint(run_dir, 0, model, {}, {"val_loss": None, "imported_from": source}, True)
-    return ImportResult(run_dir, HF_CLASSES[architecture], tokenizer.kind)
+    return HFModel(source, config, model.eval(), tokenizer, HF_CLASSES[architecture])
 
 
 def _read_config(hf_dir: Path) -> dict[str, Any]:

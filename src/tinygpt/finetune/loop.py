@@ -57,15 +57,13 @@ from tinygpt.run.directory import (
 )
 from tinygpt.run.load import checkpoint_identity, load_model_from_run
 from tinygpt.run.sizing import steps_for_epochs
-from tinygpt.run.tokenized_text import stage_tokenized_text
+from tinygpt.run.tokenized_text import TOKENIZER_FIELDS, stage_tokenized_text
 from tinygpt.runtime import seed_everything, setup_runtime
 from tinygpt.train.loop import Trainer
 from tinygpt.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
-# these decide the token ids, which must stay the base run's
-TOKENIZER_FIELDS = ("tokenizer", "tokenizer_vocab_size", "gpt2_bpe_dir", "unknown_chars")
 SCHEDULE_LENGTH_FIELDS = ("lr_decay_iters", "restart_iters")  # 0: over the run's max_iters
 WARMUP_SHARE = 0.1  # the most of a fine-tuning run's steps its default warm-up takes
 

@@ -36,6 +36,8 @@ from tinygpt.tokenizers.base import Tokenizer, load_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 RUN_DATA_DIR = "data"
+# the data fields that decide the token ids, which stay the source's
+TOKENIZER_FIELDS = ("tokenizer", "tokenizer_vocab_size", "gpt2_bpe_dir", "unknown_chars")
 
 
 @dataclass(frozen=True)
