@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,11 @@ import pytest
 
 from tinygpt.tokenizers.bpe import BPETokenizer
 from tinygpt.tokenizers.sentencepiece_bpe import SentencePieceTokenizer
+
+# models exported with their own code are loaded with trust_remote_code, which copies the code
+# into HF_MODULES_CACHE: a throwaway folder, not the user's ~/.cache (set before transformers is
+# imported, which reads it once)
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="tinygpt-test-hf-modules-"))
 
 # <repo>/../shared/data: real corpora kept outside the repository
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -30,7 +30,6 @@ VARIANTS = {
     "llama-gqa-untied": {**LLAMA, "n_kv_head": 2, "tie_weights": False, "rope_theta": 500.0},
     "llama-mqa-ffn-hidden": {**LLAMA, "n_kv_head": 1, "ffn_hidden": 40},
 }
-SUPPORTED_FRAGMENT = "supported: the GPT-2 block"
 
 
 def export(capsys, run_dir: Path, out: Path) -> Path:
@@ -242,28 +241,6 @@ def test_an_imported_run_records_no_training_data(make_run, sample_text, capsys,
     code, out, err = run_cli(capsys, "eval", back, "--data", text, "--batch-size", 2)
     assert code == 0, err
     assert "loss" in out
-
-
-@pytest.mark.parametrize(
-    ("fields", "fragment"),
-    [
-        ({"attention": "hybrid"}, "attention=hybrid has no transformers equivalent"),
-        ({"output": "adaptive", "tie_weights": False}, "output=adaptive (adaptive softmax)"),
-        ({**LLAMA, "ffn": "geglu"}, "ffn=geglu does not fit the Llama block"),
-        ({"norm": "rmsnorm"}, "norm=rmsnorm does not fit the GPT-2 block"),
-        ({"n_kv_head": 2}, "n_kv_head=2 does not fit the GPT-2 block"),
-        ({"qk_norm": True}, "qk_norm=true is in neither the GPT-2 nor the Llama block"),
-        ({"logit_softcap": 30.0}, "logit_softcap=30.0 is in neither the GPT-2 nor the Llama"),
-        ({**LLAMA, "embed_mix": True}, "embed_mix=true is in neither the GPT-2 nor the Llama"),
-    ],
-)
-def test_unsupported_architectures_are_refused_in_one_line(
-    fields, fragment, make_run, capsys, tmp_path
-):
-    run_dir, _, _ = make_run("unsupported", **fields)
-    code, _, err = run_cli(capsys, "export", run_dir, "--format", "hf", "--out", tmp_path / "hf")
-    assert_one_line_error(code, err, "cannot export", fragment, SUPPORTED_FRAGMENT)
-    assert not (tmp_path / "hf").exists()
 
 
 def test_export_refuses_a_non_empty_out(make_run, capsys, tmp_path):

@@ -1,5 +1,6 @@
 """The adapter in peft's layout: `PeftModel.from_pretrained` on the exported base run gives the
-merged model's logits; tinygpt reads it back exactly; a model export refuses keeps its names."""
+merged model's logits; tinygpt reads it back exactly; a model with no transformers class takes
+the names of its export with its own code."""
 
 import copy
 import json
@@ -135,24 +136,33 @@ def test_tinygpt_reads_its_adapter_back_exactly(fields, tmp_path, randomise_adap
         torch.testing.assert_close(base.eval()(token_ids()), model(token_ids()), atol=0, rtol=0)
 
 
-def test_a_model_export_refuses_keeps_tinygpt_names_and_says_so(
+def test_a_model_with_no_transformers_class_takes_its_custom_exports_names(
     tmp_path, randomise_adapters, caplog
 ):
+    """A hybrid is exported with its own code (TinyGPTForCausalLM.model is the GPT): peft puts
+    the adapter on that export, loaded with trust_remote_code, and gives the merged logits."""
     base = base_model(**HYBRID)
     model, adapted = finetuned(base, randomise_adapters)
     directory = save(model, adapted, tmp_path)
     with caplog.at_level(logging.INFO, logger="tinygpt"):
         log_module_names(module_names_for(base.config))  # what the Finetuner says at its start
     (line,) = [r.getMessage() for r in caplog.records if "module names" in r.getMessage()]
-    assert "tinygpt's module names" in line and "attention=hybrid" in line
+    assert "`tinygpt export`'s own code" in line and "attention=hybrid" in line
     tensors = load_file(directory / ADAPTER_WEIGHTS)
-    assert "base_model.model.blocks.0.attn.qkv.lora_A.weight" in tensors
+    assert "base_model.model.model.blocks.0.attn.qkv.lora_A.weight" in tensors
     record = json.loads((directory / RECORD).read_text())
-    assert record["module_names"] == "tinygpt"
-    # still peft's layout: peft puts it on a tinygpt model too
+    assert record["module_names"] == "tinygpt-remote-code"
+    exported = AutoModelForCausalLM.from_pretrained(
+        export_base(base, tmp_path), trust_remote_code=True
+    )
     with torch.no_grad():
-        tuned = PeftModel.from_pretrained(copy.deepcopy(base), directory).eval()
-        torch.testing.assert_close(tuned(token_ids()), model(token_ids()), atol=1e-6, rtol=0)
+        tuned = PeftModel.from_pretrained(exported, directory).eval()
+        logits = tuned(input_ids=token_ids()).logits
+        torch.testing.assert_close(logits, model(token_ids()), atol=1e-5, rtol=0)
+    torch.manual_seed(5)
+    apply_adapter(base, directory)  # and tinygpt reads it back exactly
+    with torch.no_grad():
+        torch.testing.assert_close(base.eval()(token_ids()), model(token_ids()), atol=0, rtol=0)
 
 
 def test_an_adapter_file_replaced_after_saving_is_refused(tmp_path, randomise_adapters):

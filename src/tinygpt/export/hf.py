@@ -2,8 +2,9 @@
 
 Two of tinygpt's architectures are transformers classes with the same arithmetic, GPT-2's and
 Llama's blocks (`hf_blocks.py`); the tensors and config.json are mapped in `hf_layout.py`, the
-tokenizer in `hf_tokenizer.py`. The reverse, a transformers directory as a run, is
-`hf_import.py`.
+tokenizer in `hf_tokenizer.py`. Every other model is written with its own code, which
+transformers loads with `trust_remote_code=True` (`hf_custom.py`). The reverse, a transformers
+directory as a run, is `hf_import.py` (GPT-2 and Llama only).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from tinygpt.atomic_files import publish_directory, write_synced
 from tinygpt.config import RunConfig
 from tinygpt.config_parsing import config_from_dict
 from tinygpt.directories import check_output_dir
-from tinygpt.errors import ConfigError
-from tinygpt.export.hf_blocks import HF_CLASSES, hf_architecture
+from tinygpt.export.hf_blocks import HF_CLASSES, hf_export_problems
+from tinygpt.export.hf_custom import MODEL_CLASS, custom_config, custom_weights, remote_code_files
 from tinygpt.export.hf_layout import (
     CONFIG_FILE,
     GENERATION_FILE,
@@ -42,27 +43,35 @@ class ExportResult:
 
 def export_hf(run_dir: Path, out: Path, checkpoint: str = "best") -> ExportResult:
     """Write the run's `checkpoint` as a directory that transformers' AutoModelForCausalLM and
-    AutoTokenizer load without tinygpt."""
+    AutoTokenizer load without tinygpt: as GPT2LMHeadModel or LlamaForCausalLM where one of
+    them computes the model, else with its own code (`hf_custom.py`, trust_remote_code)."""
     saved = config_from_dict(read_run_config_dict(run_dir))
-    try:
-        architecture = hf_architecture(saved.model)
-    except ConfigError as err:
-        raise ConfigError(f"{run_dir}: {err}") from None
+    architecture, problems = hf_export_problems(saved.model)
     check_output_dir(out)
     model, tokenizer, config = load_model_from_run(run_dir, checkpoint)
     tokenizer_files = export_tokenizer(tokenizer, config.model.block_size)
-    tensors = to_hf_tensors(model, architecture)
+    special_ids = tokenizer_files.special_ids
     dtype = str(model.wte.weight.dtype).removeprefix("torch.")
-    files = {
-        CONFIG_FILE: _json_bytes(
-            hf_config(config.model, architecture, tokenizer_files.special_ids, dtype)
-        ),
-        GENERATION_FILE: _json_bytes(_generation_config(config, tokenizer_files.special_ids)),
-        WEIGHTS_FILE: save_safetensors(tensors, metadata={"format": "pt"}),
-        **tokenizer_files.files,
-    }
-    _write_directory(out, files)
-    return ExportResult(out, HF_CLASSES[architecture], tokenizer.kind)
+    generation = _generation_config(config, special_ids)
+    if problems:  # no transformers class computes it: ship the code that does
+        model_class = f"{MODEL_CLASS} (trust_remote_code)"
+        files = {
+            CONFIG_FILE: _json_bytes(custom_config(config.model, special_ids, dtype)),
+            GENERATION_FILE: _json_bytes({**generation, "use_cache": False}),
+            WEIGHTS_FILE: custom_weights(model),
+            **remote_code_files(),
+        }
+    else:
+        model_class = HF_CLASSES[architecture]
+        files = {
+            CONFIG_FILE: _json_bytes(hf_config(config.model, architecture, special_ids, dtype)),
+            GENERATION_FILE: _json_bytes(generation),
+            WEIGHTS_FILE: save_safetensors(
+                to_hf_tensors(model, architecture), metadata={"format": "pt"}
+            ),
+        }
+    _write_directory(out, {**files, **tokenizer_files.files})
+    return ExportResult(out, model_class, tokenizer.kind)
 
 
 def _generation_config(config: RunConfig, special_ids: dict[str, int | None]) -> dict[str, Any]:

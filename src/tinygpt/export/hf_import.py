@@ -1,8 +1,8 @@
 """A Hugging Face `transformers` model directory as a tinygpt run: `tinygpt import-hf`.
 
-Only `GPT2LMHeadModel` and `LlamaForCausalLM` with safetensors weights import (`hf_blocks.py`);
-the run's `best` and `last` checkpoint is step 0, and its data source records where it came
-from, not text to train on.
+`GPT2LMHeadModel` and `LlamaForCausalLM` with safetensors weights import (`hf_blocks.py`), and so
+does tinygpt's own export of any other model (`hf_custom.py`); the run's `best` and `last`
+checkpoint is step 0, and its data source records where it came from, not text to train on.
 """
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ from tinygpt.config import DataConfig, RunConfig
 from tinygpt.data.sources import imported_source
 from tinygpt.errors import CheckpointError
 from tinygpt.export.hf_blocks import HF_CLASSES
+from tinygpt.export.hf_custom import (
+    MODEL_CLASS,
+    MODEL_TYPE,
+    custom_model_config,
+    custom_model_state,
+)
 from tinygpt.export.hf_layout import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -31,7 +37,7 @@ from tinygpt.export.hf_tokenizer import import_tokenizer
 from tinygpt.model.gpt import GPT
 from tinygpt.run.checkpoint import save_checkpoint
 from tinygpt.run.directory import check_new_run_dir, create_run_dir, read_json_object
-from tinygpt.run.load import load_weights_into
+from tinygpt.run.load import check_config_matches_weights, load_weights_into
 from tinygpt.tokenizers.base import Tokenizer
 
 
@@ -76,9 +82,16 @@ def read_hf_model(hf_dir: Path) -> HFModel:
     if not hf_dir.is_dir():
         raise CheckpointError(f"{hf_dir} is not a directory; give a Hugging Face model directory")
     document = _read_config(hf_dir)
-    hf_model_type(document, hf_dir)  # refuse a foreign model before reading its weights
-    tensors = _read_tensors(hf_dir)
-    model_config, architecture = model_config_from_hf(document, tensors, hf_dir)
+    if document.get("model_type") == MODEL_TYPE:  # tinygpt's own export, with its own code
+        model_config = custom_model_config(document, hf_dir)
+        state = custom_model_state(_read_tensors(hf_dir))
+        model_class = MODEL_CLASS
+    else:
+        hf_model_type(document, hf_dir)  # refuse a foreign model before reading its weights
+        tensors = _read_tensors(hf_dir)
+        model_config, architecture = model_config_from_hf(document, tensors, hf_dir)
+        state = from_hf_tensors(tensors, model_config, architecture, hf_dir)
+        model_class = HF_CLASSES[architecture]
     imported = import_tokenizer(hf_dir)
     tokenizer = imported.tokenizer
     if tokenizer.vocab_size > model_config.vocab_size:
@@ -86,13 +99,14 @@ def read_hf_model(hf_dir: Path) -> HFModel:
             f"{hf_dir}'s tokenizer has {tokenizer.vocab_size} tokens but the model only "
             f"{model_config.vocab_size}; they do not belong together"
         )
+    check_config_matches_weights(model_config, state, hf_dir)
     model = GPT(model_config)
-    load_weights_into(model, from_hf_tensors(tensors, model_config, architecture, hf_dir))
+    load_weights_into(model, state)
     source = hf_dir.expanduser().resolve()
     # no training data: the folder is not text, and eval of it must ask for --data instead
     data = DataConfig(source=imported_source(str(source)), **imported.data_fields)
     config = RunConfig(model=model_config, data=data)
-    return HFModel(source, config, model.eval(), tokenizer, HF_CLASSES[architecture])
+    return HFModel(source, config, model.eval(), tokenizer, model_class)
 
 
 def _read_config(hf_dir: Path) -> dict[str, Any]:

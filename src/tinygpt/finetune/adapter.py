@@ -16,9 +16,10 @@ LlamaForCausalLM's model.layers.0.self_attn.q_proj), and the arithmetic carries 
   B A are (rows i of B) A. So q_proj gets A and B's q rows, k_proj the same A and B's k rows,
   and so on: peft cannot share one A between modules, but three copies of it are exact.
 
-A model that `tinygpt export` refuses (hybrid attention, adaptive softmax, ...) has no
-transformers names; its adapter keeps tinygpt's module names (blocks.0.attn.qkv), in the same
-layout.
+A model no transformers class computes (hybrid attention, adaptive softmax, ...) is exported
+with its own code (`tinygpt.export.hf_custom`), whose TinyGPTForCausalLM holds the GPT as
+`model`: its adapter carries those names (model.blocks.0.attn.qkv), in the same layout.
+Adapters saved before that kept tinygpt's bare names (blocks.0.attn.qkv) and still load.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from torch import Tensor, nn
 from tinygpt.atomic_files import write_bytes_atomic
 from tinygpt.config import ModelConfig
 from tinygpt.errors import CheckpointError
-from tinygpt.export.hf_blocks import hf_export_problems, refusal
+from tinygpt.export.hf_blocks import hf_export_problems
+from tinygpt.export.hf_custom import PREFIX as REMOTE_CODE_PREFIX
 from tinygpt.export.hf_layout import HFModule, hf_modules
 from tinygpt.finetune.lora import (
     LoraSettings,
@@ -61,34 +63,40 @@ RECORD_FORMAT = "tinygpt-lora-adapter"
 # 2: peft's layout in the exported model's names; 1: tinygpt's names, no adapter_config.json
 RECORD_VERSION = 2
 PEFT_PREFIX = "base_model.model."  # what PeftModel puts before the wrapped model's names
-TINYGPT_NAMES = "tinygpt"
+TINYGPT_NAMES = "tinygpt"  # tinygpt's own module names, as older adapters saved them
+REMOTE_CODE_NAMES = "tinygpt-remote-code"  # the names in an export with its own code
 
 
 @dataclass(frozen=True)
 class ModuleNames:
     """The names an adapter's modules are saved under: a transformers architecture's, or
-    tinygpt's own where the model has none."""
+    those of tinygpt's export with its own code where the model has none."""
 
-    kind: str  # gpt2, llama, or tinygpt
+    kind: str  # gpt2, llama, tinygpt-remote-code, or (older adapters) tinygpt
     modules: dict[str, HFModule] = field(default_factory=dict)  # ours -> theirs
-    reason: str = ""  # with tinygpt's names: why the model has no transformers names
+    reason: str = ""  # with the remote-code names: why no transformers class computes it
 
     def of(self, module: str) -> HFModule:
-        return HFModule((module,)) if self.kind == TINYGPT_NAMES else self.modules[module]
+        if self.kind == TINYGPT_NAMES:
+            return HFModule((module,))
+        if self.kind == REMOTE_CODE_NAMES:
+            return HFModule((REMOTE_CODE_PREFIX + module,))
+        return self.modules[module]
 
 
 def module_names_for(config: ModelConfig) -> ModuleNames:
     architecture, problems = hf_export_problems(config)
     if problems:
-        return ModuleNames(TINYGPT_NAMES, reason=refusal(problems))
+        return ModuleNames(REMOTE_CODE_NAMES, reason="; ".join(problems))
     return ModuleNames(architecture, hf_modules(config, architecture))
 
 
 def log_module_names(names: ModuleNames) -> None:
-    """Say once, in one line, when the adapter cannot carry transformers' names."""
-    if names.kind == TINYGPT_NAMES:
+    """Say once, in one line, when the adapter cannot carry a transformers class's names."""
+    if names.kind == REMOTE_CODE_NAMES:
         log.info(
-            "the adapter keeps tinygpt's module names, not a transformers model's (%s)",
+            "the adapter carries the module names of `tinygpt export`'s own code "
+            "(model.blocks.N...), as no transformers class computes this model (%s)",
             names.reason,
         )
 
