@@ -115,7 +115,14 @@ def test_wandb_that_cannot_start_is_one_line(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", refuse)
     code, _, err = run_cli(capsys, "train", "--out", tmp_path / "run", *TRAIN, "--logger", "wandb")
-    assert_one_line_error(code, err, "api_key not configured", "WANDB_MODE=offline")
+    assert_one_line_error(code, err, "api_key not configured", "WANDB_MODE=offline", "--resume")
+    # what the error says to do works: the run it made resumes, logging offline
+    monkeypatch.undo()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "run", "--logger", "wandb")
+    assert code == 0, err
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
 def test_only_rank_0_logs():

@@ -46,7 +46,8 @@ class WandbLogger:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(
                 f"W&B could not start a run ({reason}); log in with `wandb login`, or set "
-                "WANDB_MODE=offline to log into the run directory"
+                f"WANDB_MODE=offline to log into the run directory, then `tinygpt train "
+                f"--resume {run_dir}`"
             ) from None
         self.sampler = EvaluationSampler(trainer)
 
