@@ -1,9 +1,10 @@
 """`tinygpt export`, `import-hf` and `finetune`: a run carried to or from Hugging Face's
-format, or adapted to new text as a new run."""
+format (or out to llama.cpp's GGUF), or adapted to new text as a new run."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,10 @@ from tinygpt.errors import ConfigError
 
 if TYPE_CHECKING:
     from tinygpt.commands.arguments import Commands
+
+EXPORT_FORMATS = ("hf", "gguf")
+# llama.cpp's converter's default for a float model too: half of f32, at a small logit change
+DEFAULT_GGUF_QUANT = "f16"
 
 FINETUNE_DESCRIPTION = (
     "Train low-rank adapters (peft LoRA) on the Linear modules named by "
@@ -31,16 +36,32 @@ FINETUNE_DESCRIPTION = (
 def add_export_command(commands: Commands) -> None:
     export = commands.add_parser(
         "export",
-        help="write a run as a Hugging Face transformers model directory",
-        usage="tinygpt export RUN_DIR --format hf --out DIR [--checkpoint best]",
+        help="write a run as a Hugging Face transformers model directory or a GGUF file",
+        usage="tinygpt export RUN_DIR --format hf --out DIR [--checkpoint best]\n"
+        "       tinygpt export RUN_DIR --format gguf --out FILE.gguf [--quant f16] "
+        "[--checkpoint best]",
         description="Write RUN_DIR's checkpoint as config.json, model.safetensors and tokenizer "
         "files that transformers' AutoModelForCausalLM and AutoTokenizer load without tinygpt: "
         "the GPT-2 block as GPT2LMHeadModel, the Llama block (rope, rmsnorm, swiglu) as "
-        "LlamaForCausalLM.",
+        "LlamaForCausalLM, other models with their own code (trust_remote_code). With "
+        "--format gguf, write one GGUF file that llama.cpp and Ollama run: the GPT-2 block as "
+        "llama.cpp's gpt2, the Llama block as its llama, with the tokenizer (bpe, gpt2 or "
+        "sentencepiece) inside.",
     )
     add_run_flags(export, device=False)
-    export.add_argument("--format", default="hf", choices=("hf",), help="hf: Hugging Face")
-    export.add_argument("--out", type=Path, required=True, metavar="DIR", help="a new directory")
+    export.add_argument(
+        "--format", default="hf", choices=EXPORT_FORMATS, help="hf: Hugging Face; gguf: llama.cpp"
+    )
+    export.add_argument(
+        "--out", type=Path, required=True, metavar="DIR|FILE", help="a new directory (hf) or file"
+    )
+    export.add_argument(
+        "--quant",
+        default=None,
+        metavar="f32|f16|q8_0",
+        help=f"gguf only: how matrices are stored (default {DEFAULT_GGUF_QUANT}: half the size of "
+        "f32 and llama.cpp's usual choice; q8_0: a quarter, 8 bits per value)",
+    )
     export.set_defaults(handler=run_export)
 
 
@@ -88,6 +109,12 @@ def add_finetune_command(commands: Commands) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if args.format == "gguf":
+        return _export_gguf(args)
+    if args.quant is not None:
+        raise ConfigError(
+            "--quant is for --format gguf; a Hugging Face export keeps the run's dtype"
+        )
     from tinygpt.export.hf import export_hf
 
     result = export_hf(args.run_dir, args.out, args.checkpoint)
@@ -95,6 +122,24 @@ def run_export(args: argparse.Namespace) -> int:
         f"wrote {result.directory}: {result.model_class} with a {result.tokenizer_kind} "
         f"tokenizer; load it with transformers.AutoModelForCausalLM.from_pretrained and "
         f"AutoTokenizer.from_pretrained"
+    )
+    return 0
+
+
+def _export_gguf(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("gguf") is None:
+        raise ConfigError(
+            "--format gguf needs the gguf package, which is not installed: "
+            "pip install 'tinygpt[gguf]' (or pip install gguf)"
+        )
+    from tinygpt.export.gguf_export import export_gguf
+
+    result = export_gguf(args.run_dir, args.out, args.quant or DEFAULT_GGUF_QUANT, args.checkpoint)
+    print(
+        f"wrote {result.path}: llama.cpp's {result.architecture} architecture, {result.quant}, "
+        f"with a {result.tokenizer_kind} tokenizer, {result.size_bytes / 1e6:,.1f} MB; run it "
+        f"with llama.cpp (llama-cli -m {result.path}) or Ollama (a Modelfile that says "
+        f"FROM {result.path})"
     )
     return 0
 

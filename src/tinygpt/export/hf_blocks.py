@@ -6,9 +6,10 @@
   `LlamaForCausalLM` (`hf_llama.py`).
 
 Both scale attention scores by 1/sqrt(head_dim). Everything else (hybrid attention, adaptive
-softmax, GEGLU, mixtures such as learned positions with RMSNorm; QK-norm, ReLU squared, logit
-soft-capping and the embedding mix, which neither block computes) has no transformers class and is
-refused, on export and on import. `zero_init_proj` only initialises, so it exports.
+softmax, GEGLU, mixtures such as learned positions with RMSNorm; QK-norm, logit
+soft-capping and the embedding mix, which neither block computes) has no transformers class: it
+is exported with its own code (`hf_custom.py`), and refused by a GGUF export and by an import of
+a transformers model. `zero_init_proj` only initialises, so it exports either way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tinygpt.config import ModelConfig
-from tinygpt.errors import ConfigError
 
 Architecture = Literal["gpt2", "llama"]
 HF_CLASSES: dict[Architecture, str] = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
@@ -50,19 +50,6 @@ class TensorPlacement:
     rows: tuple[int, ...] = ()  # with several: the rows of each
     transpose: bool = False  # GPT-2's Conv1D stores (in, out), nn.Linear (out, in)
     is_bias: bool = False  # GPT-2 always has biases; ours may have none
-
-
-def hf_architecture(config: ModelConfig) -> Architecture:
-    """The transformers architecture that computes what `config` does; a ConfigError naming
-    every field that has none."""
-    architecture, problems = hf_export_problems(config)
-    if problems:
-        raise ConfigError(f"{refusal(problems)}; supported: {SUPPORTED}")
-    return architecture
-
-
-def refusal(problems: list[str]) -> str:
-    return f"cannot export to Hugging Face: {'; '.join(problems)}"
 
 
 def hf_export_problems(config: ModelConfig) -> tuple[Architecture, list[str]]:
