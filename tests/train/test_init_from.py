@@ -113,3 +113,11 @@ def test_what_is_neither_a_run_nor_a_model_is_one_line(capsys, tmp_path):
 def test_init_from_with_resume_is_refused(capsys, tmp_path, source_run):
     code, _, err = run_cli(capsys, "train", "--resume", source_run, "--init-from", source_run)
     assert_one_line_error(code, err, "--resume continues a run as it was")
+
+
+def test_init_from_under_torchrun_is_one_line(capsys, tmp_path, source_run, monkeypatch):
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    code, _, err = run_cli(capsys, "train", "--init-from", source_run, "--out", tmp_path / "new")
+    assert_one_line_error(code, err, "--init-from starts a run in one process", "--resume")
+    assert not (tmp_path / "new").exists()
