@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import torch
 
 from tinygpt.cli import main as tinygpt
-from tinygpt.generate.decode import BatchDecoder
+from tinygpt.generate.engine import GenerationSettings, stream_text
 from tinygpt.run.load import load_model_from_run
 
 SHAPE = [
@@ -90,14 +90,14 @@ def exported(block: str, run_dir: Path, folder: Path) -> Path:
     return path
 
 
-def tinygpt_greedy(run_dir: Path, prompt: list[int], steps: int) -> list[int]:
-    model, _, _ = load_model_from_run(run_dir)
-    decoder, ids = BatchDecoder(model, [prompt]), []
-    for _ in range(steps):
-        token = decoder.next_logits().argmax(-1)  # (1,)
-        decoder.push(token)
-        ids.append(int(token))
-    return ids
+def tinygpt_greedy(run_dir: Path, prompt: list[int], steps: int) -> str:
+    """What `tinygpt sample --temperature 0` writes after `prompt`: exact float32 weights, and
+    no stop at end-of-text (llama.cpp's generate does not stop either)."""
+    model, tokenizer, _ = load_model_from_run(run_dir)
+    settings = GenerationSettings(
+        max_new_tokens=steps, temperature=0.0, stop_at_end_of_text=False, precision="float32"
+    )
+    return stream_text(model, tokenizer, prompt, settings).text()
 
 
 def llama_cpp_greedy(
@@ -116,7 +116,7 @@ def compare(llama_cpp: Any, run_dir: Path, path: Path, args: argparse.Namespace)
     _, tokenizer, config = load_model_from_run(run_dir)
     prompt = tokenizer.encode(args.prompt)
     steps = min(args.tokens, config.model.block_size - len(prompt))
-    ours = tokenizer.decode(tinygpt_greedy(run_dir, prompt, steps))
+    ours = tinygpt_greedy(run_dir, prompt, steps)
     their_prompt, their_ids = llama_cpp_greedy(llama_cpp, path, args.prompt, steps, args.threads)
     theirs = tokenizer.decode(their_ids)
     is_equal = their_prompt == prompt and theirs == ours

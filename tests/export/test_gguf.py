@@ -15,12 +15,12 @@ import pytest
 import sentencepiece as spm
 import torch
 from cli_helpers import assert_one_line_error, run_cli
+from greedy_decoding import greedy
 from tokenizers import pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tinygpt.config import ModelConfig
 from tinygpt.export.gguf_export import export_gguf
-from tinygpt.generate.decode import BatchDecoder
 from tinygpt.model.gpt import GPT
 from tinygpt.tokenizers.bpe import SPECIAL_TOKENS
 from tinygpt.tokenizers.sentencepiece_bpe import SentencePieceTokenizer
@@ -156,15 +156,6 @@ def expected_llama_tensors(config: ModelConfig, state: dict) -> dict[str, torch.
         }  # fmt: skip
         expected |= {f"{theirs}{name}.weight": tensor for name, tensor in parts.items()}
     return expected
-
-
-def greedy(model: GPT, prompt: list[int], steps: int) -> list[int]:
-    decoder, ids = BatchDecoder(model, [prompt]), []
-    for _ in range(steps):
-        token = decoder.next_logits().argmax(-1)  # (1,)
-        decoder.push(token)
-        ids.append(int(token))
-    return ids
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
+from greedy_decoding import greedy
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 from transformers import GPT2Tokenizer as HFGPT2Tokenizer
 
-from tinygpt.generate.decode import BatchDecoder
 from tinygpt.model.gpt import GPT
 from tinygpt.run.directory import read_run_config_dict
 from tinygpt.run.load import load_checkpoint, load_model_from_run
@@ -43,15 +43,6 @@ def import_back(capsys, hf_dir: Path, out: Path) -> Path:
     code, _, err = run_cli(capsys, "import-hf", hf_dir, "--out", out)
     assert code == 0, err
     return out
-
-
-def greedy(model: torch.nn.Module, prompt: list[int], steps: int) -> list[int]:
-    decoder, ids = BatchDecoder(model, [prompt]), []
-    for _ in range(steps):
-        token = decoder.next_logits().argmax(-1)  # (1,)
-        decoder.push(token)
-        ids.append(int(token))
-    return ids
 
 
 def hf_greedy(hf_model, prompt: list[int], steps: int) -> list[int]:

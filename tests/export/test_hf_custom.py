@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import run_cli
+from greedy_decoding import greedy
 
 from tinygpt.data.chat_format import Conversation, render_text
-from tinygpt.generate.decode import BatchDecoder
 from tinygpt.run.load import load_model_from_run
 
 LLAMA = {"norm": "rmsnorm", "position": "rope", "ffn": "swiglu", "bias": False}
@@ -76,15 +76,6 @@ def load_without_tinygpt(directories: list[Path], tmp_path: Path) -> dict:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def greedy(model: torch.nn.Module, prompt: list[int], steps: int) -> list[int]:
-    decoder, ids = BatchDecoder(model, [prompt]), []
-    for _ in range(steps):
-        token = decoder.next_logits().argmax(-1)  # (1,)
-        decoder.push(token)
-        ids.append(int(token))
-    return ids
 
 
 def export(capsys, run_dir: Path, out: Path) -> Path:
