@@ -1,5 +1,7 @@
 """User-facing errors: one exception family, caught once in the CLI."""
 
+import importlib.util
+
 
 class TinyGPTError(Exception):
     """A problem the user can fix. The CLI prints it on one line and exits 2."""
@@ -15,3 +17,13 @@ class DataError(TinyGPTError):
 
 class CheckpointError(TinyGPTError):
     """A run directory or checkpoint is missing, foreign, corrupted or incompatible."""
+
+
+def require_package(module: str, extra: str, wanted_by: str, alternative: str = "") -> None:
+    """Refuse, in one line that says how to install it, a feature whose optional package
+    (`module`, in the pip extra `extra`) is not installed; `wanted_by` names the feature."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"{wanted_by} needs the {module} package, which is not installed: pip install "
+            f"'tinygpt[{extra}]' (or pip install {module}){alternative}"
+        )

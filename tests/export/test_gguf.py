@@ -426,3 +426,19 @@ def test_a_failed_write_leaves_nothing_behind(make_run, bpe, monkeypatch, tmp_pa
     with pytest.raises(OSError, match="no space left"):
         export_gguf(run_dir, folder / "model.gguf", "f16")
     assert list(folder.iterdir()) == []
+
+
+def test_gguf_without_its_package_is_one_line(make_run, capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gguf" else find_spec(name, *a),
+    )
+    run_dir, _, _ = make_run("llama", **LLAMA)
+    out = tmp_path / "model.gguf"
+    code, _, err = run_cli(capsys, "export", run_dir, "--format", "gguf", "--out", out)
+    assert_one_line_error(code, err, "--format gguf needs the gguf package", "tinygpt[gguf]")
+    assert not out.exists()

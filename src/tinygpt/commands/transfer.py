@@ -4,13 +4,12 @@ format (or out to llama.cpp's GGUF), or adapted to new text as a new run."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tinygpt.commands.arguments import add_field_flags, field_overrides
 from tinygpt.commands.runs import add_run_flags
-from tinygpt.errors import ConfigError
+from tinygpt.errors import ConfigError, require_package
 
 if TYPE_CHECKING:
     from tinygpt.commands.arguments import Commands
@@ -127,11 +126,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _export_gguf(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("gguf") is None:
-        raise ConfigError(
-            "--format gguf needs the gguf package, which is not installed: "
-            "pip install 'tinygpt[gguf]' (or pip install gguf)"
-        )
+    require_package("gguf", "gguf", "--format gguf")
     from tinygpt.export.gguf_export import export_gguf
 
     result = export_gguf(args.run_dir, args.out, args.quant or DEFAULT_GGUF_QUANT, args.checkpoint)

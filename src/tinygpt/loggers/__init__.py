@@ -7,10 +7,9 @@ rank 0 logs.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING
 
-from tinygpt.errors import ConfigError
+from tinygpt.errors import require_package
 
 if TYPE_CHECKING:
     from tinygpt.train.loop import Trainer
@@ -22,14 +21,9 @@ PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "w
 
 def require_logger_package(logger: str) -> None:
     """Refuse a logger whose package is not installed, saying how to install it."""
-    if logger not in PACKAGES:
-        return
-    module, extra = PACKAGES[logger]
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(
-            f"--logger {logger} needs the {module} package, which is not installed: "
-            f"pip install 'tinygpt[{extra}]' (or pip install {module}), or drop --logger"
-        )
+    if logger in PACKAGES:
+        module, extra = PACKAGES[logger]
+        require_package(module, extra, f"--logger {logger}", ", or drop --logger")
 
 
 def open_loggers(trainer: Trainer) -> list[TrainingObserver]:
