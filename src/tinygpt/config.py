@@ -59,6 +59,9 @@ class ModelConfig:
         "gelu", "mlp, geglu: exact GELU or GPT-2's tanh; mlp: relu2, ReLU squared (Primer)"
     )
     dropout: float = option(0.2, "on embeddings, attention weights and residual branches")
+    attention_dropout: bool = option(
+        True, "false: dropout skips the attention weights, so CPU attention keeps its fused kernel"
+    )
     bias: bool = option(True, "biases in Linear and LayerNorm layers")
     norm: Literal["layernorm", "rmsnorm"] = option("layernorm", "rmsnorm: the Llama recipe")
     position: Literal["learned", "rope"] = option("learned", "learned embeddings or rotary (RoPE)")
@@ -169,6 +172,13 @@ class ModelConfig:
     @property
     def kv_heads(self) -> int:
         return self.n_kv_head or self.n_head
+
+    @property
+    def attention_weight_dropout(self) -> float:
+        """The dropout rate on the attention weights. torch's fused CPU attention kernels take
+        no dropout, so on a CPU a non-zero rate makes training write the T x T weights out
+        (`train/cpu_speedups.py`); README "Time to loss" measures what that costs."""
+        return self.dropout if self.attention_dropout else 0.0
 
     @property
     def ffn_width(self) -> int:

@@ -105,3 +105,23 @@ def test_a_changed_position_leaves_every_earlier_output_unchanged(tiny_config, t
     after = attention(changed)
     torch.testing.assert_close(before[:, :7], after[:, :7], rtol=0, atol=0)
     assert not torch.allclose(before[:, 7:], after[:, 7:])
+
+
+@pytest.mark.parametrize("attention_dropout", [True, False])
+def test_attention_dropout_false_leaves_the_weights_undropped(tiny_config, attention_dropout):
+    """dropout=0.5 with attention_dropout=false: the weights are never dropped (training equals
+    eval before the output dropout); with it true they are."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config, dropout=0.5, attention_dropout=attention_dropout)
+    attention = CausalSelfAttention(config)
+    q, k, v = (torch.randn(2, tiny_config.n_head, 10, tiny_config.head_dim) for _ in range(3))
+    evaluated = attention.eval().attend(q, k, v)
+    trained = attention.train().attend(q, k, v)
+    assert torch.allclose(trained, evaluated) is not attention_dropout
+
+
+def test_attention_dropout_false_keeps_the_residual_dropout(tiny_config):
+    config = dataclasses.replace(tiny_config, dropout=0.5, attention_dropout=False)
+    attention = CausalSelfAttention(config).train()
+    x = torch.randn(2, 10, tiny_config.n_embd)
+    assert (attention(x) == 0).float().mean() > 0.3  # about half of the outputs dropped

@@ -144,3 +144,12 @@ def test_local_branch_gradients_pass_a_numerical_check():
     torch.autograd.gradcheck(
         lambda q, k, v, w: local_additive_attention(q, k, v, w, W), inputs, eps=1e-6
     )
+
+
+@pytest.mark.parametrize("attention_dropout", [True, False])
+def test_attention_dropout_covers_both_branches_weights(hybrid_config, attention_dropout):
+    config = dataclasses.replace(hybrid_config, dropout=0.3, attention_dropout=attention_dropout)
+    attention = HybridAttention(config)
+    expected = 0.3 if attention_dropout else 0.0
+    assert (attention.dropout_p, attention.local_dropout.p) == (expected, expected)
+    assert attention.resid_dropout.p == 0.3

@@ -128,3 +128,21 @@ def test_lora_dropout_keeps_torchs_kernel(tiny_config):
     ]
     assert lora_dropouts and all(type(m) is torch.nn.Dropout for m in lora_dropouts)
     assert type(model.drop) is FastMaskDropout
+
+
+@pytest.mark.parametrize("variant", [{}, HYBRID])
+def test_without_attention_dropout_training_attends_with_sdpa(tiny_config, variant, monkeypatch):
+    """attention_dropout=false: the sped-up model never writes the attention out, so torch's
+    fused kernel runs; the other dropouts still draw their masks."""
+    config = dataclasses.replace(tiny_config, dropout=0.3, attention_dropout=False, **variant)
+    model = sped_up(config).train()
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the written-out attention ran")
+
+    monkeypatch.setattr("tinygpt.train.cpu_speedups.causal_attention_with_dropout", refuse)
+    idx = torch.randint(0, config.vocab_size, (2, 12))
+    torch.manual_seed(0)
+    first = model(idx)
+    torch.manual_seed(1)
+    assert not torch.allclose(first, model(idx))  # the residual dropout still draws masks

@@ -27,7 +27,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_kv_head = config.kv_heads
         self.head_dim = config.head_dim
-        self.dropout_p = config.dropout  # on the attention weights, in training
+        self.dropout_p = config.attention_weight_dropout  # on the attention weights, in training
         kv_width = self.n_kv_head * self.head_dim
         self.split_sizes = [config.n_embd, kv_width, kv_width, *feature_widths]
         self.qkv = nn.Linear(config.n_embd, sum(self.split_sizes), bias=config.bias)

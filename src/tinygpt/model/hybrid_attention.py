@@ -49,7 +49,7 @@ class HybridAttention(CausalSelfAttention):
         self.local_dim = A
         self.score_vector = nn.Parameter(torch.randn(H, A) / math.sqrt(A))  # w_h
         self.gate_logit = nn.Parameter(torch.zeros(H))  # sigmoid(0) = 1/2: both branches count
-        self.local_dropout = nn.Dropout(config.dropout)  # on the local branch's weights
+        self.local_dropout = nn.Dropout(config.attention_weight_dropout)  # on the local weights
 
     def forward(
         self, x: Tensor, cache: LayerCache | None = None, step: CacheStep | None = None
